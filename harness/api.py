@@ -1,0 +1,242 @@
+"""The contract between the harness and its plugins.
+
+A *dataset* plugin yields uint8 NHWC images with integer labels; a *method* plugin turns
+images into cluster labels (and, optionally, features).  Everything a method or dataset
+declares here is data the harness can list, record and hash, so a run can be reproduced
+from its record alone.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from clusterbench.context import RunContext
+
+__all__ = [
+    "ImageData",
+    "Dataset",
+    "Method",
+    "param",
+    "DataError",
+    "ConfigError",
+]
+
+
+class ConfigError(ValueError):
+    """Bad user input (names, budgets, parameters): reported as one line, exit code 2."""
+
+
+class DataError(ValueError):
+    """Missing, unreadable or malformed data: reported as one line naming the file."""
+
+
+def param(default: Any, doc: str, source: str | None = None) -> Any:
+    """A hyper-parameter field: its default, what it means, and where the value comes from.
+
+    ``source`` cites the paper (section/table) so a method reads like its paper; ``None``
+    means the paper is silent and the value is the harness's choice (say why in ``doc``).
+    """
+    return field(default=default, metadata={"doc": doc, "source": source})
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """Images and labels as the harness hands them to methods.
+
+    ``x`` is uint8 of shape (N, H, W, C); ``y`` int64 of shape (N,), values in
+    ``[0, n_classes)``.  ``train_mask`` marks the samples of the dataset's training split
+    (used by the linear-probe protocol); clustering itself uses every sample, as the
+    clustering papers do.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    n_classes: int
+    name: str
+    class_names: tuple[str, ...] = ()
+    train_mask: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        x, y = self.x, self.y
+        if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 4:
+            raise DataError(
+                f"dataset {self.name!r}: images must be uint8 of shape (N, H, W, C), "
+                f"got {getattr(x, 'dtype', type(x))} {getattr(x, 'shape', '')}"
+            )
+        if x.shape[-1] not in (1, 3):
+            raise DataError(f"dataset {self.name!r}: images must have 1 or 3 channels, got shape {x.shape}")
+        if not isinstance(y, np.ndarray) or y.ndim != 1 or len(y) != len(x):
+            raise DataError(
+                f"dataset {self.name!r}: labels must be a 1-D array with one label per image "
+                f"({len(x)} images, labels of shape {getattr(y, 'shape', None)})"
+            )
+        if not np.issubdtype(y.dtype, np.integer):
+            raise DataError(f"dataset {self.name!r}: labels must be integers, got {y.dtype}")
+        if len(y) == 0:
+            raise DataError(f"dataset {self.name!r} is empty")
+        if y.min() < 0 or y.max() >= self.n_classes:
+            raise DataError(
+                f"dataset {self.name!r}: labels out of range [0, {self.n_classes}): "
+                f"min {int(y.min())}, max {int(y.max())}"
+            )
+        if self.train_mask is not None and (self.train_mask.shape != y.shape or self.train_mask.dtype != bool):
+            raise DataError(f"dataset {self.name!r}: train_mask must be bool with one entry per image")
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.x.shape[1])
+
+    @property
+    def channels(self) -> int:
+        return int(self.x.shape[3])
+
+    def digest(self) -> str:
+        """sha256 of images and labels: identifies the exact data a number was measured on."""
+        h = hashlib.sha256()
+        h.update(str(self.x.shape).encode())
+        h.update(np.ascontiguousarray(self.x).data)
+        h.update(np.ascontiguousarray(self.y.astype(np.int64)).data)
+        return h.hexdigest()[:16]
+
+    def subset(self, idx: np.ndarray) -> "ImageData":
+        mask = None if self.train_mask is None else self.train_mask[idx]
+        return dataclasses.replace(self, x=self.x[idx], y=self.y[idx], train_mask=mask)
+
+
+class Dataset(abc.ABC):
+    """A dataset plugin.  Subclasses set the class attributes and implement :meth:`load`.
+
+    Options (a file path, a split) are keyword arguments of the constructor, given on the
+    command line as ``name[key=value,...]``; the data root comes from ``--data-root``.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    n_classes: ClassVar[int | None] = None  # None: known only after loading (npz, image folder)
+    image_size: ClassVar[int | None] = None
+    channels: ClassVar[int | None] = None
+    paper_benchmark: ClassVar[bool] = False
+
+    def __init__(self, root: str | Path | None = None, **options: Any) -> None:
+        self.root = Path(root).expanduser() if root is not None else None
+        self.options = dict(options)
+        unknown = set(options) - set(self.option_names())
+        if unknown:
+            raise ConfigError(
+                f"dataset {self.name!r} takes no option(s) {sorted(unknown)}; "
+                f"it takes {sorted(self.option_names()) or 'none'}"
+            )
+
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        """Names of the ``name[key=value]`` options this dataset accepts."""
+        return ()
+
+    @abc.abstractmethod
+    def load(self) -> ImageData:
+        """Read the data (never downloading unless the user asked) and return it."""
+
+    def identity(self) -> dict[str, Any]:
+        """What identifies this dataset in a run id (its name and options; not the root)."""
+        return {"name": self.name, "options": {k: str(v) for k, v in sorted(self.options.items())}}
+
+
+class Method(abc.ABC):
+    """A clustering method plugin.
+
+    Subclasses set ``name``, ``description``, ``Params`` (a frozen dataclass whose fields
+    are made with :func:`param`), and implement :meth:`fit` and :meth:`predict`.
+    ``features`` is optional: a method that provides it can be evaluated with the
+    harness's ``kmeans`` and ``linear`` protocols too.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    version: ClassVar[str] = "1"  # bump to invalidate finished runs of older code
+    paper: ClassVar[str | None] = None  # citation shown in reports
+    Params: ClassVar[type]
+    presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    protocols: ClassVar[tuple[str, ...]] = ("head",)  # evaluation protocols this method supports
+    quick: ClassVar[bool] = False  # True: runs on a CPU in seconds, part of the default `run`
+    deep: ClassVar[bool] = False  # True: trained by the harness engine under the run's budget
+    transductive: ClassVar[bool] = False  # True: predict() returns the labels fit() computed (no inference cost)
+
+    def __init__(self, params: Any | None = None) -> None:
+        self.params = params if params is not None else self.Params()
+
+    # ---- hyper-parameters ------------------------------------------------------------
+    @classmethod
+    def param_fields(cls) -> list[dataclasses.Field]:
+        return list(dataclasses.fields(cls.Params))
+
+    @classmethod
+    def resolve_params(cls, overrides: Mapping[str, Any] | None = None, preset: str | None = None) -> Any:
+        """Defaults, then the preset, then explicit overrides (strings are parsed to the field's type)."""
+        values: dict[str, Any] = {}
+        if preset is not None:
+            if preset not in cls.presets:
+                raise ConfigError(
+                    f"method {cls.name!r} has no preset {preset!r}; presets: {sorted(cls.presets) or 'none'}"
+                )
+            values.update(cls.presets[preset])
+        values.update(overrides or {})
+        fields = {f.name: f for f in cls.param_fields()}
+        out = {}
+        for key, value in values.items():
+            if key not in fields:
+                raise ConfigError(
+                    f"method {cls.name!r} has no parameter {key!r}; parameters: {', '.join(sorted(fields))}"
+                )
+            out[key] = _coerce(cls.name, key, value, fields[key].default)
+        return cls.Params(**out)
+
+    def params_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.params)
+
+    # ---- the work ----------------------------------------------------------------------
+    @abc.abstractmethod
+    def fit(self, data: ImageData, ctx: "RunContext") -> None:
+        """Learn from the images (labels are never given to the method)."""
+
+    @abc.abstractmethod
+    def predict(self, data: ImageData) -> np.ndarray:
+        """Cluster labels for every image (the ``head`` protocol): int array of shape (N,)."""
+
+    def features(self, data: ImageData) -> np.ndarray | None:
+        """Optional float features of shape (N, D) for the ``kmeans`` and ``linear`` protocols."""
+        return None
+
+
+def _coerce(method: str, key: str, value: Any, default: Any) -> Any:
+    if not isinstance(value, str) or isinstance(default, str) or default is None:
+        return value
+    try:
+        if isinstance(default, bool):
+            low = value.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        if isinstance(default, tuple):
+            return tuple(type(default[0])(v) if default else v for v in value.split(":"))
+    except ValueError:
+        raise ConfigError(
+            f"method {method!r}: parameter {key}={value!r} is not a valid {type(default).__name__}"
+        ) from None
+    return value

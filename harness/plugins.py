@@ -1,0 +1,165 @@
+"""Plugin discovery: entry points -> pluggy -> a registry of methods and datasets.
+
+The built-in methods and datasets are found exactly as a third-party package's are,
+through the ``clusterbench`` entry-point group.  We load each entry point ourselves
+(rather than ``PluginManager.load_setuptools_entrypoints``) so that one plugin that
+fails to import is reported with its name and the rest still load.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import warnings
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from clusterbench import hookspecs
+from clusterbench.api import ConfigError, Dataset, Method
+
+GROUP = "clusterbench"
+DISABLE_ENV = "CLUSTERBENCH_DISABLE_PLUGINS"
+
+
+class PluginError(ConfigError):
+    """Two plugins provide the same name, or a plugin returns something that is not a plugin class."""
+
+
+@dataclass
+class Registry:
+    """Every method and dataset class found, with the plugin that provided each."""
+
+    methods: dict[str, type[Method]] = field(default_factory=dict)
+    datasets: dict[str, type[Dataset]] = field(default_factory=dict)
+    providers: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, name) -> provider
+    failed: dict[str, str] = field(default_factory=dict)  # plugin -> error
+    pm: pluggy.PluginManager | None = None
+
+    def method(self, name: str) -> type[Method]:
+        return _lookup("method", name, self.methods)
+
+    def dataset(self, name: str) -> type[Dataset]:
+        return _lookup("dataset", name, self.datasets)
+
+    def provider(self, kind: str, name: str) -> str:
+        return self.providers.get((kind, name), "?")
+
+    def reported_results(self) -> list[dict[str, Any]]:
+        if self.pm is None:
+            return []
+        return [row for rows in self.pm.hook.clusterbench_reported_results() for row in (rows or [])]
+
+    def notify_run_finished(self, record: dict[str, Any]) -> None:
+        if self.pm is not None:
+            self.pm.hook.clusterbench_run_finished(record=record)
+
+
+def _lookup(kind: str, name: str, table: dict[str, Any]) -> Any:
+    if name in table:
+        return table[name]
+    close = difflib.get_close_matches(name, list(table), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise ConfigError(f"unknown {kind} {name!r}{hint} (known: {', '.join(sorted(table)) or 'none'})")
+
+
+def _provider_name(ep: Any) -> str:
+    dist = getattr(ep, "dist", None)
+    dist_name = f"{dist.name} {dist.version}" if dist is not None else "?"
+    return f"{dist_name} ({ep.value})"
+
+
+def build_plugin_manager(extra_plugins: list[tuple[str, Any]] | None = None) -> tuple[pluggy.PluginManager, dict[str, str], dict[str, str]]:
+    """Load every entry point of the group (and ``extra_plugins``) into a plugin manager.
+
+    Returns the manager, a map plugin name -> provider description, and the plugins that
+    failed to import with their error.
+    """
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    disabled = {s.strip() for s in os.environ.get(DISABLE_ENV, "").split(",") if s.strip()}
+    providers: dict[str, str] = {}
+    failed: dict[str, str] = {}
+    seen: set[str] = set()
+    for ep in entry_points(group=GROUP):
+        key = f"{ep.name}={ep.value}"
+        if ep.name in disabled or key in seen:
+            continue
+        seen.add(key)
+        try:
+            plugin = ep.load()
+        except Exception as exc:  # a broken plugin must not take the others down
+            failed[ep.name] = f"{type(exc).__name__}: {exc}"
+            warnings.warn(
+                f"clusterbench plugin {ep.name!r} from {_provider_name(ep)} failed to import "
+                f"({type(exc).__name__}: {exc}); skipped",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            continue
+        if pm.is_registered(plugin):
+            continue
+        pm.register(plugin, name=ep.name)
+        providers[ep.name] = _provider_name(ep)
+    for name, plugin in extra_plugins or []:
+        pm.register(plugin, name=name)
+        providers[name] = f"local ({getattr(plugin, '__file__', name)})"
+    pm.check_pending()
+    return pm, providers, failed
+
+
+def _collect(pm: pluggy.PluginManager, hook_name: str) -> list[tuple[str, Any]]:
+    """(plugin name, class) for every class a hook returned, remembering who returned it."""
+    out = []
+    hook = getattr(pm.hook, hook_name)
+    for impl in hook.get_hookimpls():
+        result = impl.function()
+        for cls in result or []:
+            out.append((impl.plugin_name, cls))
+    return out
+
+
+def load_registry(extra_plugins: list[tuple[str, Any]] | None = None) -> Registry:
+    """Discover all plugins and index their methods and datasets by name."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", RuntimeWarning)
+        pm, providers, failed = build_plugin_manager(extra_plugins)
+    reg = Registry(pm=pm, failed=failed)
+    for kind, hook, base, table in (
+        ("method", "clusterbench_methods", Method, reg.methods),
+        ("dataset", "clusterbench_datasets", Dataset, reg.datasets),
+    ):
+        for plugin_name, cls in _collect(pm, hook):
+            provider = providers.get(plugin_name, plugin_name)
+            if not (isinstance(cls, type) and issubclass(cls, base)):
+                raise PluginError(f"plugin {provider} returned {cls!r} from {hook}(), not a {base.__name__} subclass")
+            name = getattr(cls, "name", None)
+            if not isinstance(name, str) or not name:
+                raise PluginError(f"plugin {provider}: {cls.__qualname__} has no `name`")
+            if name in table and table[name] is not cls:
+                raise PluginError(
+                    f"{kind} {name!r} is provided by both {reg.providers[(kind, name)]} and {provider}; "
+                    f"disable one with {DISABLE_ENV}=<plugin name>"
+                )
+            table[name] = cls
+            reg.providers[(kind, name)] = provider
+    return reg
+
+
+def load_local_plugin(path: str) -> tuple[str, ModuleType]:
+    """Import a plugin from a ``.py`` file (``--plugin FILE``), for unpackaged experiments."""
+    import importlib.util
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"plugin file {path!r} does not exist")
+    spec = importlib.util.spec_from_file_location(f"clusterbench_local_{p.stem}", p)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"cannot import plugin file {path!r}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return p.stem, module

@@ -1,0 +1,242 @@
+"""The results store: one directory per run, one JSON record per finished run.
+
+Layout of a results directory::
+
+    <results>/.clusterbench-results      marker: says this directory is a results store
+    <results>/runs/<run_id>/record.json  the record (written last, atomically)
+    <results>/runs/<run_id>/labels.npy   predicted cluster labels (recompute any metric later)
+    <results>/runs/<run_id>/checkpoint.pt  resume state of a deep run (removed once done)
+    <results>/runs/<run_id>/.lock        held while a process runs the cell
+
+The run id is a hash of everything that determines the result (method, its version and
+resolved parameters, dataset and its digest, seed, budget, engine settings), so a rerun
+finds finished cells and skips them, and a changed parameter is a new cell.  Records are
+written with a temp file + ``os.replace``: a crash never leaves half a record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from clusterbench.api import ConfigError
+
+SCHEMA_VERSION = 1
+MARKER = ".clusterbench-results"
+REQUIRED_KEYS = {
+    "schema_version": int,
+    "run_id": str,
+    "status": str,
+    "method": str,
+    "dataset": dict,
+    "seed": int,
+    "budget": dict,
+    "params": dict,
+}
+STATUSES = ("done", "failed")
+
+
+class RecordError(ValueError):
+    """A record on disk that is not valid (old format, edited by hand, truncated)."""
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_jsonable)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, tuple):
+        return list(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _clean(obj: Any) -> Any:
+    """Replace NaN/inf by None so records stay strict JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def make_run_id(identity: dict[str, Any]) -> str:
+    """``<method>--<dataset>--s<seed>--<hash>``: readable, and unique per configuration."""
+    digest = hashlib.sha256(canonical_json(identity).encode()).hexdigest()[:12]
+    safe = lambda s: "".join(c if c.isalnum() or c in "-_." else "_" for c in str(s))  # noqa: E731
+    return f"{safe(identity['method'])}--{safe(identity['dataset']['name'])}--s{identity['seed']}--{digest}"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    text = json.dumps(_clean(obj), indent=2, sort_keys=True, default=_jsonable, allow_nan=False)
+    atomic_write_bytes(path, (text + "\n").encode())
+
+
+def atomic_save_npy(path: Path, arr: np.ndarray) -> None:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def validate_record(rec: Any, source: str) -> dict[str, Any]:
+    """Check a loaded record's shape; raise RecordError naming the file and the problem."""
+    if not isinstance(rec, dict):
+        raise RecordError(f"{source}: a record must be a JSON object, got {type(rec).__name__}")
+    version = rec.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise RecordError(
+            f"{source}: record format version {version!r} is not supported (this clusterbench reads "
+            f"version {SCHEMA_VERSION}); rerun the cell with --force or remove the file"
+        )
+    for key, typ in REQUIRED_KEYS.items():
+        if key not in rec:
+            raise RecordError(f"{source}: missing field {key!r}")
+        if not isinstance(rec[key], typ) or (typ is int and isinstance(rec[key], bool)):
+            raise RecordError(f"{source}: field {key!r} should be {typ.__name__}, got {type(rec[key]).__name__}")
+    if rec["status"] not in STATUSES:
+        raise RecordError(f"{source}: status {rec['status']!r} is not one of {STATUSES}")
+    if rec["status"] == "done":
+        protocols = rec.get("protocols")
+        if not isinstance(protocols, dict) or not protocols:
+            raise RecordError(f"{source}: a finished record needs a non-empty 'protocols' object")
+        for proto, metrics in protocols.items():
+            if not isinstance(metrics, dict):
+                raise RecordError(f"{source}: protocols.{proto} should be an object")
+            for name, value in metrics.items():
+                if value is not None and not isinstance(value, (int, float)):
+                    raise RecordError(f"{source}: protocols.{proto}.{name} should be a number, got {value!r}")
+                if name in ("acc", "nmi", "accuracy") and isinstance(value, (int, float)) and not 0 <= value <= 1:
+                    raise RecordError(f"{source}: protocols.{proto}.{name}={value} is outside [0, 1]")
+    if "dataset" in rec and "name" not in rec["dataset"]:
+        raise RecordError(f"{source}: dataset.name is missing")
+    return rec
+
+
+def load_record(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise RecordError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        rec = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RecordError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    return validate_record(rec, str(path))
+
+
+class ResultsStore:
+    """A results directory: where runs are found, locked, written and read back."""
+
+    def __init__(self, root: str | Path, *, create: bool = True) -> None:
+        self.root = Path(root)
+        marker = self.root / MARKER
+        if self.root.exists() and not self.root.is_dir():
+            raise ConfigError(f"results path {str(self.root)!r} is a file, not a results directory")
+        if self.root.is_dir() and not marker.exists():
+            if any(self.root.iterdir()):
+                raise ConfigError(
+                    f"{str(self.root)!r} is not a clusterbench results directory (no {MARKER} file) and is "
+                    "not empty; choose another --results directory"
+                )
+            if not create:
+                raise ConfigError(f"{str(self.root)!r} is not a clusterbench results directory (no {MARKER})")
+        if not self.root.exists():
+            if not create:
+                raise ConfigError(f"results directory {str(self.root)!r} does not exist")
+        if create:
+            (self.root / "runs").mkdir(parents=True, exist_ok=True)
+            if not marker.exists():
+                atomic_write_json(marker, {"schema_version": SCHEMA_VERSION, "created": time.time()})
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.root / "runs" / run_id
+
+    def record_path(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / "record.json"
+
+    def finished(self, run_id: str) -> dict[str, Any] | None:
+        """The record of a successfully finished run, or None (absent, failed or invalid)."""
+        path = self.record_path(run_id)
+        if not path.exists():
+            return None
+        try:
+            rec = load_record(path)
+        except RecordError:
+            return None
+        return rec if rec["status"] == "done" else None
+
+    def write_record(self, run_id: str, record: dict[str, Any], labels: np.ndarray | None = None) -> Path:
+        """Write a record atomically; a finished record being replaced (--force) is kept aside."""
+        path = self.record_path(run_id)
+        if labels is not None:
+            atomic_save_npy(self.run_dir(run_id) / "labels.npy", np.asarray(labels, dtype=np.int32))
+        if path.exists() and self.finished(run_id) is not None:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            os.replace(path, path.with_name(f"record.replaced-{stamp}.json"))
+        atomic_write_json(path, record)
+        return path
+
+    @contextlib.contextmanager
+    def lock(self, run_id: str) -> Iterator[bool]:
+        """Hold the cell's lock; yields False if another process holds it (then skip the cell)."""
+        d = self.run_dir(run_id)
+        d.mkdir(parents=True, exist_ok=True)
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - non-POSIX: no cross-process lock
+            yield True
+            return
+        with open(d / ".lock", "a+") as f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def iter_records(self, *, strict: bool = True) -> Iterator[dict[str, Any]]:
+        """Every record in the store; an invalid one raises RecordError unless ``strict`` is False."""
+        for path in sorted((self.root / "runs").glob("*/record.json")):
+            try:
+                yield load_record(path)
+            except RecordError:
+                if strict:
+                    raise

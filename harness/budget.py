@@ -7,6 +7,7 @@ wall-clock, evaluation excluded); training stops at the first limit reached.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 from clusterbench.api import ConfigError
@@ -44,8 +45,10 @@ class Budget:
                     value = float(raw)
                 except ValueError:
                     raise ConfigError(f"bad budget {part!r}: {raw!r} is not a number") from None
-                if not value > 0:
-                    raise ConfigError(f"bad budget {part!r}: must be positive")
+                if not (value > 0 and math.isfinite(value)):
+                    raise ConfigError(f"bad budget {part!r}: must be positive and finite")
+                if key in ("steps", "images") and value < 1:
+                    raise ConfigError(f"bad budget {part!r}: {key} must be at least 1")
                 values[key] = value
         for key in ("steps", "images"):
             if key in values:

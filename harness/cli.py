@@ -78,13 +78,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from clusterbench.context import EngineSettings
     from clusterbench.records import ResultsStore
     from clusterbench.report import render
-    from clusterbench.runner import Reporter, run_grid
+    from clusterbench.runner import Reporter, run_grid, validate_grid
 
     reg = _registry(args)
     budget = Budget.parse(args.budget or DEFAULT_BUDGET)
     methods = args.methods or sorted(n for n, c in reg.methods.items() if c.quick)
     if not methods:
         raise ConfigError("no methods selected and no quick method installed")
+    validate_grid(reg, methods, args.datasets or [DEFAULT_DATASET], args.data_root)
     settings = EngineSettings(device=_auto_device(args.device), precision=args.precision,
                               compile=args.compile, eval_every=args.eval_every)
     if settings.device.startswith("cuda"):
@@ -117,6 +118,62 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"wrote {args.output}", file=sys.stderr)
     else:
         print(text)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import json
+    import platform
+
+    import torch
+    from tabulate import tabulate
+
+    from clusterbench.bench import bench_eval, bench_inference, bench_step
+    from clusterbench.context import EngineSettings
+    from clusterbench.envinfo import environment
+    from clusterbench.records import atomic_write_json
+    from clusterbench.runner import Spec, expand_methods, instantiate_method, load_dataset, instantiate_dataset
+
+    reg = _registry(args)
+    device = _auto_device(args.device)
+    settings = EngineSettings(device=device, precision=args.precision, compile=args.compile)
+    data = load_dataset(instantiate_dataset(reg, Spec.parse(args.dataset), args.data_root))
+    x = data.x[: args.max_images]
+    rows, out = [], {"env": environment(device), "settings": settings.__dict__, "dataset": args.dataset, "steps": []}
+    for mspec in expand_methods(reg, args.methods):
+        for size in args.image_sizes:
+            for bs in args.batch_sizes:
+                spec = Spec(mspec.name, mspec.options + (("batch_size", str(bs)), ("image_size", str(size))))
+                method = instantiate_method(reg, spec)
+                if not method.deep:
+                    continue
+                r = bench_step(method, x, data.n_classes, settings, steps=args.steps,
+                               pil_workers=args.workers, pil_steps=0 if args.no_pil else None)
+                ips = None
+                if args.inference:
+                    model = method.build_model(data.channels, size, data.n_classes).to(device)
+                    ips = bench_inference(method, model, x, settings)
+                rows.append([str(mspec), size, bs, f"{r.model_only:,.0f}", f"{r.harness:,.0f}",
+                             f"{r.pil:,.0f}" if r.pil else "-", f"{r.efficiency:.2f}",
+                             f"{r.speedup:.1f}x" if r.speedup else "-", f"{ips:,.0f}" if ips else "-"])
+                out["steps"].append({**r.__dict__, "efficiency": r.efficiency, "speedup": r.speedup,
+                                     "method_spec": str(mspec), "inference_images_per_s": ips})
+                print(tabulate([rows[-1]], tablefmt="plain"), flush=True)
+    gpu = out["env"].get("gpu") or platform.processor() or "cpu"
+    print(f"\n{gpu}, torch {torch.__version__}, precision {settings.precision}, compile {settings.compile}, "
+          f"channels_last {settings.channels_last}; images/s (one image = two views)")
+    print(tabulate(rows, headers=["method", "size", "batch", "1 model-only", "2 harness", "3 PIL+DataLoader",
+                                  "2/1", "2/3", "infer img/s"]))
+    if args.kmeans:
+        ev = bench_eval(n=args.kmeans_n)
+        out["eval"] = ev
+        print(f"\nmetrics+Hungarian at n={ev['n']}: {ev['metrics_seconds']:.3f}s; k-means {ev['n']}x{ev['dim']} "
+              f"k={ev['k']} {ev['niter']} iterations: faiss {ev['faiss_seconds']:.2f}s, scikit-learn "
+              f"{ev['sklearn_seconds']:.2f}s ({ev['faiss_speedup']:.1f}x), ACC {ev['faiss_acc']:.3f} vs "
+              f"{ev['sklearn_acc']:.3f}")
+    if args.output:
+        atomic_write_json(Path(args.output), out)
+        print(f"wrote {args.output}", file=sys.stderr)
     return 0
 
 
@@ -159,6 +216,26 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress output")
     run.set_defaults(func=cmd_run)
 
+    b = sub.add_parser("bench", help="throughput: model-only ceiling vs harness step vs PIL pipeline")
+    b.add_argument("--methods", nargs="+", default=["cc[preset=fast]"], metavar="NAME")
+    b.add_argument("--dataset", default="synthetic[n=4096,size=32]",
+                   help="images to augment (default: synthetic 32x32)")
+    b.add_argument("--data-root")
+    b.add_argument("--image-sizes", nargs="+", type=int, default=[32])
+    b.add_argument("--batch-sizes", nargs="+", type=int, default=[256, 512])
+    b.add_argument("--steps", type=int, default=30, help="timed steps per measurement")
+    b.add_argument("--workers", type=int, default=None, help="DataLoader workers for the PIL path (default: min(16, cpus))")
+    b.add_argument("--no-pil", action="store_true", help="skip the PIL + DataLoader path")
+    b.add_argument("--inference", action="store_true", help="also time feature extraction")
+    b.add_argument("--kmeans", action="store_true", help="also time metrics and faiss vs scikit-learn k-means")
+    b.add_argument("--kmeans-n", type=int, default=60000)
+    b.add_argument("--max-images", type=int, default=60000)
+    b.add_argument("--device", default="auto")
+    b.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
+    b.add_argument("--compile", action="store_true")
+    b.add_argument("--output", "-o", help="write the figures as JSON")
+    b.set_defaults(func=cmd_bench)
+
     rep = sub.add_parser("report", help="rebuild leaderboards from a results directory")
     rep.add_argument("--results", default=DEFAULT_RESULTS)
     rep.add_argument("--format", default="markdown", choices=["markdown", "latex", "csv"])
@@ -177,6 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    saved_format = warnings.formatwarning  # catch_warnings does not restore it
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
@@ -189,6 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("clusterbench: interrupted; finished runs are kept, rerun the same command to resume",
               file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = saved_format
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -105,6 +105,9 @@ def build_plugin_manager(extra_plugins: list[tuple[str, Any]] | None = None) -> 
         pm.register(plugin, name=ep.name)
         providers[ep.name] = _provider_name(ep)
     for name, plugin in extra_plugins or []:
+        base, n = name, 1
+        while pm.has_plugin(name):  # e.g. --plugin ./kmeans.py beside the installed `kmeans` plugin
+            name, n = f"{base}-{n}", n + 1
         pm.register(plugin, name=name)
         providers[name] = f"local ({getattr(plugin, '__file__', name)})"
     pm.check_pending()
@@ -117,6 +120,8 @@ def _collect(pm: pluggy.PluginManager, hook_name: str) -> list[tuple[str, Any]]:
     hook = getattr(pm.hook, hook_name)
     for impl in hook.get_hookimpls():
         result = impl.function()
+        if result is not None and (isinstance(result, type) or not hasattr(result, "__iter__")):
+            result = [result]  # a bare class (or a non-list): checked like a list item below
         for cls in result or []:
             out.append((impl.plugin_name, cls))
     return out
@@ -161,5 +166,8 @@ def load_local_plugin(path: str) -> tuple[str, ModuleType]:
     if spec is None or spec.loader is None:
         raise ConfigError(f"cannot import plugin file {path!r}")
     module = importlib.util.module_from_spec(spec)
+    import sys
+
+    sys.modules[spec.name] = module  # dataclasses (string annotations) look the module up there
     spec.loader.exec_module(module)
     return p.stem, module

@@ -21,6 +21,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -207,7 +208,10 @@ class ResultsStore:
             atomic_save_npy(self.run_dir(run_id) / "labels.npy", np.asarray(labels, dtype=np.int32))
         if path.exists() and self.finished(run_id) is not None:
             stamp = time.strftime("%Y%m%d-%H%M%S")
-            os.replace(path, path.with_name(f"record.replaced-{stamp}.json"))
+            aside, n = path.with_name(f"record.replaced-{stamp}.json"), 1
+            while aside.exists():  # never overwrite a record kept aside within the same second
+                aside, n = path.with_name(f"record.replaced-{stamp}-{n}.json"), n + 1
+            shutil.copy2(path, aside)  # copy, not move: the old record stays until the new one lands
         atomic_write_json(path, record)
         return path
 

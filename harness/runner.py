@@ -249,6 +249,16 @@ def run_cell(
         return base
 
 
+def validate_grid(registry: Registry, method_names: list[str], dataset_names: list[str],
+                  data_root: str | None) -> tuple[list[Spec], list[Dataset]]:
+    """Check every name and option before anything is written or the first long job starts."""
+    method_specs = expand_methods(registry, method_names)
+    datasets = [instantiate_dataset(registry, Spec.parse(d), data_root) for d in dataset_names]
+    for s in method_specs:
+        instantiate_method(registry, s)
+    return method_specs, datasets
+
+
 def run_grid(
     registry: Registry,
     method_names: list[str],
@@ -264,12 +274,7 @@ def run_grid(
     reporter: "Reporter | None" = None,
 ) -> GridResult:
     """Run every cell; datasets are loaded once each, methods built fresh for every cell."""
-    method_specs = expand_methods(registry, method_names)
-    dataset_specs = [Spec.parse(d) for d in dataset_names]
-    # validate everything before the first long job starts
-    datasets = [instantiate_dataset(registry, s, data_root) for s in dataset_specs]
-    for s in method_specs:
-        instantiate_method(registry, s)
+    method_specs, datasets = validate_grid(registry, method_names, dataset_names, data_root)
     reporter = reporter or Reporter()
     result = GridResult()
     total = len(method_specs) * len(datasets) * len(seeds)

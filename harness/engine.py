@@ -1,0 +1,299 @@
+"""The training engine every deep method shares, and the ``DeepMethod`` base class.
+
+A deep method says what is its own (its model, its loss, its optimiser, its augmentation
+policy, its prediction rule); the engine does the rest once for all: the dataset lives on
+the device as uint8, two augmented views per image are made there with per-sample
+parameters, the step runs under bf16 autocast with channels_last, the budget is checked
+every step, the loss is checked for NaN without a host sync per step, learning curves
+(loss, throughput, cheap ACC/NMI) are logged, and a checkpoint every epoch lets an
+interrupted run resume where it stopped.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import io
+import math
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from clusterbench.api import ImageData, Method
+from clusterbench.augment import AugmentSpec, GPUAugment, eval_transform, two_views
+from clusterbench.context import RunContext
+from clusterbench.records import atomic_write_bytes
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite: the run stops and is recorded as failed."""
+
+
+class DeepMethod(Method):
+    """Base for methods trained by the engine.
+
+    ``Params`` must define ``batch_size``, ``lr``, ``weight_decay``, ``image_size``
+    (0 = the dataset's own size) and ``n_clusters`` (0 = the dataset's number of classes).
+    """
+
+    deep = True
+    protocols = ("head", "kmeans", "linear")
+    eval_batch_size: int = 1024
+
+    # ---- what a method must say -----------------------------------------------------
+    @abc.abstractmethod
+    def build_model(self, in_chans: int, image_size: int, n_clusters: int) -> nn.Module:
+        """The network, freshly initialised (the engine moves it to the device)."""
+
+    @abc.abstractmethod
+    def training_loss(self, model: nn.Module, v1: torch.Tensor, v2: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Loss terms for one batch of two views; must include ``"loss"`` (what is minimised)."""
+
+    @abc.abstractmethod
+    def cluster_logits(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """(B, K) scores whose argmax is the predicted cluster (the ``head`` protocol)."""
+
+    @abc.abstractmethod
+    def embed(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """(B, D) features for the ``kmeans`` and ``linear`` protocols."""
+
+    def augmentation(self, data: ImageData) -> AugmentSpec:
+        """The two-view augmentation policy (default: SimCLR-style, as CC uses on CIFAR)."""
+        return AugmentSpec()
+
+    def configure_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        """Adam with the method's lr and weight decay (fused kernels on the GPU)."""
+        fused = next(model.parameters()).is_cuda
+        return torch.optim.Adam(model.parameters(), lr=self.params.lr, weight_decay=self.params.weight_decay,
+                                fused=fused or None)
+
+    def lr_factor(self, progress: float) -> float:
+        """Learning-rate multiplier at ``progress`` in [0, 1] of the budget (default: constant)."""
+        return 1.0
+
+    def after_step(self, model: nn.Module, progress: float) -> None:
+        """Hook after each optimiser step (e.g. a momentum encoder's EMA update)."""
+
+    def model_input_size(self, data: ImageData) -> int:
+        return int(getattr(self.params, "image_size", 0) or data.image_size)
+
+    # ---- Method interface -------------------------------------------------------------
+    def fit(self, data: ImageData, ctx: RunContext) -> None:
+        self.model = Engine(self, data, ctx).train()
+        self._device = ctx.device
+        self._precision = ctx.settings.precision
+
+    def _batched(self, data: ImageData, fn) -> np.ndarray:
+        return run_inference(self, self.model, data, self._device, self._precision, fn)
+
+    def predict(self, data: ImageData) -> np.ndarray:
+        return self._batched(data, lambda m, x: self.cluster_logits(m, x).argmax(1)).astype(np.int64)
+
+    def features(self, data: ImageData) -> np.ndarray:
+        return self._batched(data, lambda m, x: self.embed(m, x).float())
+
+
+def _autocast(device: str, precision: str):
+    if device.startswith("cuda") and precision == "bf16":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def run_inference(method: DeepMethod, model: nn.Module, data: ImageData, device: str, precision: str,
+                  fn, x_dev: torch.Tensor | None = None) -> np.ndarray:
+    """Apply ``fn(model, batch)`` over the data in eval mode with the test-time transform."""
+    was_training = model.training
+    model.eval()
+    size = method.model_input_size(data)
+    spec = method.augmentation(data)
+    outs = []
+    x_all = x_dev if x_dev is not None else torch.from_numpy(data.x)
+    bs = method.eval_batch_size
+    for i in range(0, len(data), bs):
+        xb = x_all[i:i + bs].to(device, non_blocking=True)
+        xb = eval_transform(xb, size, spec.mean, spec.std)
+        if device.startswith("cuda"):
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with _autocast(device, precision):
+            outs.append(fn(model, xb))
+    model.train(was_training)
+    return torch.cat(outs).cpu().numpy()
+
+
+class TrainStep:
+    """One optimisation step on two views: what the engine loops over and ``bench`` times.
+
+    Model in channels_last, bf16 autocast on the GPU, optional ``torch.compile``, the
+    method's lr schedule applied in place (no optimiser rebuild), no host sync.
+    """
+
+    def __init__(self, method: DeepMethod, model: nn.Module, opt: torch.optim.Optimizer, settings) -> None:
+        self.method, self.model, self.opt, self.settings = method, model, opt, settings
+        self.device = next(model.parameters()).device
+        self.channels_last = self.device.type == "cuda" and settings.channels_last
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.base_lrs = [g["lr"] for g in opt.param_groups]
+        self.step_model = torch.compile(model) if settings.compile else model
+        model.train()
+
+    def views(self, aug: GPUAugment, x: torch.Tensor, gen: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        v1, v2 = two_views(aug, x, gen)
+        if self.channels_last:
+            v1 = v1.contiguous(memory_format=torch.channels_last)
+            v2 = v2.contiguous(memory_format=torch.channels_last)
+        return v1, v2
+
+    def __call__(self, v1: torch.Tensor, v2: torch.Tensor, progress: float) -> dict[str, torch.Tensor]:
+        factor = self.method.lr_factor(progress)
+        for g, lr0 in zip(self.opt.param_groups, self.base_lrs):
+            g["lr"] = lr0 * factor
+        with _autocast(self.device.type, self.settings.precision):
+            terms = self.method.training_loss(self.step_model, v1, v2)
+        self.opt.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        self.opt.step()
+        self.method.after_step(self.model, progress)
+        return terms
+
+
+class Engine:
+    """Trains one DeepMethod on one dataset under the run's budget."""
+
+    def __init__(self, method: DeepMethod, data: ImageData, ctx: RunContext) -> None:
+        self.method, self.data, self.ctx = method, data, ctx
+        self.device = torch.device(ctx.device)
+        self.cuda = self.device.type == "cuda"
+        self.params = method.params
+        self.batch_size = int(self.params.batch_size)
+        n = len(data)
+        if n < 2:
+            raise ValueError("need at least 2 images to train")
+        self.batch_size = min(self.batch_size, n)  # tiny datasets: one batch per epoch
+        self.steps_per_epoch = n // self.batch_size  # drop_last, as the papers' loaders
+        self.n_clusters = getattr(self.params, "n_clusters", 0) or data.n_classes
+
+    # ---- checkpoints ------------------------------------------------------------------
+    def _save(self, model, opt, gen, state: dict[str, Any]) -> None:
+        buf = io.BytesIO()
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
+                    "state": state, "curve": self.ctx.curve}, buf)
+        atomic_write_bytes(self.ctx.checkpoint_path, buf.getvalue())
+
+    def _load(self, model, opt, gen) -> dict[str, Any] | None:
+        path = self.ctx.checkpoint_path
+        if not path.exists():
+            return None
+        try:
+            ck = torch.load(path, map_location=self.device, weights_only=False)
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+            gen.set_state(ck["generator"].cpu())  # generator states are CPU byte tensors
+        except Exception as exc:  # a damaged checkpoint: start over rather than fail
+            import warnings
+
+            warnings.warn(f"checkpoint {path} could not be loaded ({type(exc).__name__}: {exc}); restarting the run")
+            return None
+        self.ctx.curve[:] = ck.get("curve", [])
+        return ck["state"]
+
+    # ---- the loop -----------------------------------------------------------------------
+    def train(self) -> nn.Module:
+        method, ctx, data = self.method, self.ctx, self.data
+        budget = ctx.budget
+        if budget.empty:
+            raise ValueError("a deep method needs a budget (epochs=, steps=, images= or minutes=)")
+        size = method.model_input_size(data)
+        model = method.build_model(data.channels, size, self.n_clusters).to(self.device)
+        opt = method.configure_optimizer(model)
+        stepper = TrainStep(method, model, opt, ctx.settings)
+        aug = GPUAugment(method.augmentation(data), size).to(self.device)
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(ctx.derived_seed("engine"))
+
+        x_dev = torch.from_numpy(data.x).to(self.device)  # uint8 on the device, once
+        state = self._load(model, opt, gen) or {"epoch": 0, "step": 0, "images": 0, "seconds": 0.0}
+        if state["step"]:
+            ctx.stats["resumed_from_epoch"] = state["epoch"]
+        eval_every = ctx.settings.eval_every or self._auto_eval_every()
+        n = len(data)
+        bs = self.batch_size
+
+        def progress() -> float:
+            return budget.fraction(epoch=state["epoch"] + state.get("in_epoch", 0) / max(1, self.steps_per_epoch),
+                                   step=state["step"], images=state["images"], seconds=state["seconds"])
+
+        done = budget.exhausted(epoch=state["epoch"], step=state["step"], images=state["images"],
+                                seconds=state["seconds"])
+        while not done:
+            self._sync()
+            t0 = time.perf_counter()
+            perm = torch.randperm(n, generator=gen, device=self.device)
+            loss_sum = torch.zeros((), device=self.device)
+            terms_sum: dict[str, torch.Tensor] = {}
+            steps_this_epoch = 0
+            for i in range(self.steps_per_epoch):
+                state["in_epoch"] = i
+                frac = progress()
+                v1, v2 = stepper.views(aug, x_dev[perm[i * bs:(i + 1) * bs]], gen)
+                terms = stepper(v1, v2, frac)
+                loss = terms["loss"]
+                loss_sum += loss.detach().float()
+                for k, v in terms.items():
+                    if k != "loss":
+                        terms_sum[k] = terms_sum.get(k, 0) + v.detach().float()
+                state["step"] += 1
+                state["images"] += bs
+                steps_this_epoch += 1
+                # the wall-clock budget needs the host clock; everything else is sync-free
+                seconds = state["seconds"] + (time.perf_counter() - t0)
+                if budget.exhausted(epoch=state["epoch"] + (i + 1) / self.steps_per_epoch, step=state["step"],
+                                    images=state["images"], seconds=seconds):
+                    done = True
+                    break
+            self._sync()
+            state["seconds"] += time.perf_counter() - t0
+            complete = steps_this_epoch == self.steps_per_epoch
+            if complete:
+                state["epoch"] += 1
+            state["in_epoch"] = 0
+            mean_loss = (loss_sum / max(1, steps_this_epoch)).item()  # one sync per epoch
+            if not math.isfinite(mean_loss):
+                ctx.stats.update(diverged_at_epoch=state["epoch"], diverged_at_step=state["step"])
+                raise TrainingDiverged(f"loss became {mean_loss} in epoch {state['epoch']} (step {state['step']})")
+            done = done or budget.exhausted(epoch=state["epoch"], step=state["step"], images=state["images"],
+                                            seconds=state["seconds"])
+            point: dict[str, Any] = {
+                "epoch": state["epoch"] if complete else state["epoch"] + steps_this_epoch / self.steps_per_epoch,
+                "step": state["step"], "images": state["images"], "train_seconds": round(state["seconds"], 3),
+                "loss": mean_loss,
+                **{k: (v / max(1, steps_this_epoch)).item() for k, v in terms_sum.items()},
+                "images_per_s": steps_this_epoch * bs / max(1e-9, time.perf_counter() - t0),
+            }
+            if done or (complete and state["epoch"] % eval_every == 0):
+                labels = run_inference(method, model, data, ctx.device, ctx.settings.precision,
+                                       lambda m, x: method.cluster_logits(m, x).argmax(1), x_dev=x_dev)
+                m = ctx.evaluate(labels.astype(np.int64))
+                point.update(acc=m["acc"], nmi=m["nmi"], ari=m["ari"], n_clusters=m["n_clusters"])
+            ctx.log_point(**point)
+            ctx.progress(progress() if not done else 1.0, f"epoch {state['epoch']} loss {mean_loss:.3f}")
+            if not done and complete and state["epoch"] % max(1, ctx.settings.checkpoint_every) == 0:
+                self._save(model, opt, gen, state)
+        ctx.stats.update(train_seconds=state["seconds"], images_seen=state["images"], steps=state["step"],
+                         epochs=state["epoch"] + state.get("in_epoch", 0) / max(1, self.steps_per_epoch),
+                         evaluated_step=state["step"], batch_size=bs, views_per_image=2,
+                         steps_per_epoch=self.steps_per_epoch, input_size=size, n_clusters=self.n_clusters)
+        return model
+
+    def _auto_eval_every(self) -> int:
+        """About ten curve points with ACC/NMI over an epochs budget; every 10 epochs otherwise."""
+        epochs = self.ctx.budget.epochs
+        return max(1, int(epochs // 10)) if epochs else 10
+
+    def _sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)

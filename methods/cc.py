@@ -1,0 +1,146 @@
+"""CC: Contrastive Clustering (Li, Hu, Liu, Peng, Zhou & Peng, AAAI 2021, arXiv 2009.09687).
+
+Model (paper §3, Fig. 2): a shared ResNet backbone f maps two augmented views of each
+image to h = f(x); an *instance projector* g_I (Linear-ReLU-Linear to M = 128) gives z for
+the row space, a *cluster projector* g_C (Linear-ReLU-Linear to K, softmax) gives the soft
+assignment y for the column space.
+
+Loss (§3.2-3.4):  L = L_ins + L_clu
+- L_ins: NT-Xent over the 2N rows z (each row's positive is its other view), tau_I = 0.5;
+- L_clu: NT-Xent over the 2K *columns* of the assignment matrices (cluster k in view a
+  against cluster k in view b), tau_C = 1.0, minus the entropy of the cluster-assignment
+  probabilities P(y) of each view (implemented, as in the official code, as
+  log K - H(P(y)) per view, which is >= 0 and is 0 when clusters are used uniformly).
+
+Prediction (§3.5): argmax of the cluster projector's output.
+
+Defaults and where they come from (paper §4.2 "Implementation details" and the official
+config `config/config.yaml`): ResNet-34, images resized to 224x224, batch 256, Adam with
+lr 3e-4 and no weight decay, tau_I = 0.5, tau_C = 1.0, M = 128, 1000 epochs (the budget).
+Augmentations (official `modules/transform.py`): RandomResizedCrop, horizontal flip,
+ColorJitter(0.8s, 0.8s, 0.8s, 0.2s) with p = 0.8, grayscale p = 0.2; s = 0.5 for CIFAR and
+Tiny-ImageNet; s = 1.0 plus Gaussian blur (p = 0.5, sigma in [0.1, 2]) for ImageNet-10 and
+ImageNet-Dogs.  The paper is silent on input normalisation; the official code uses none.
+
+Reported on CIFAR-10 (Table 2, 1000 epochs, train+test): NMI 0.705, ACC 0.790, ARI 0.637.
+
+Presets: ``paper`` (the defaults) and ``fast``: ResNet-18 with a CIFAR stem at the
+dataset's own resolution (32x32 on CIFAR), about 20x cheaper per image; a harness
+choice for quick comparisons, not the paper's setting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from clusterbench import hookimpl, param
+from clusterbench.augment import AugmentSpec
+from clusterbench.backbones import ResNetBackbone
+from clusterbench.engine import DeepMethod
+from clusterbench.losses import neg_entropy_of_mean, nt_xent
+
+PAPER = "Li et al., Contrastive Clustering, AAAI 2021"
+
+
+def mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.ReLU(inplace=True), nn.Linear(d_hidden, d_out))
+
+
+class CCNetwork(nn.Module):
+    """Backbone + instance projector + cluster projector (paper Fig. 2)."""
+
+    def __init__(self, backbone: nn.Module, rep_dim: int, feature_dim: int, n_clusters: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.instance_projector = mlp(rep_dim, rep_dim, feature_dim)
+        self.cluster_projector = mlp(rep_dim, rep_dim, n_clusters)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.backbone(x)
+        return self.instance_projector(h), self.cluster_projector(h).float().softmax(dim=1)
+
+
+def cluster_contrastive_loss(c1: torch.Tensor, c2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """CC's cluster-level loss: NT-Xent over assignment columns + (log K - H) per view."""
+    return nt_xent(c1.t(), c2.t(), temperature) + neg_entropy_of_mean(c1) + neg_entropy_of_mean(c2)
+
+
+def cc_loss(z1, z2, c1, c2, tau_instance: float, tau_cluster: float) -> dict[str, torch.Tensor]:
+    l_ins = nt_xent(z1, z2, tau_instance)
+    l_clu = cluster_contrastive_loss(c1, c2, tau_cluster)
+    return {"loss": l_ins + l_clu, "loss_instance": l_ins, "loss_cluster": l_clu}
+
+
+def cc_augmentation(jitter_strength: float, blur: bool) -> AugmentSpec:
+    s = jitter_strength
+    return AugmentSpec(brightness=0.8 * s, contrast=0.8 * s, saturation=0.8 * s, hue=min(0.5, 0.2 * s),
+                       jitter_p=0.8, grayscale_p=0.2, blur_p=0.5 if blur else 0.0)
+
+
+class CC(DeepMethod):
+    name = "cc"
+    description = "Contrastive Clustering: instance- and cluster-level contrast (Li et al., AAAI 2021)"
+    paper = PAPER
+    version = "1"
+
+    @dataclass(frozen=True)
+    class Params:
+        backbone: str = param("resnet34", "ResNet depth: resnet18 | resnet34 | resnet50", "§4.2: ResNet-34")
+        small_stem: bool = param(False, "3x3 stride-1 stem without max-pool (for small inputs)",
+                                 "official code: ImageNet stem at 224x224")
+        image_size: int = param(224, "input size the images are resized to (0 = the dataset's own)",
+                                "§4.2 / config.yaml: 224")
+        feature_dim: int = param(128, "instance projector output M", "§4.2 / config.yaml: 128")
+        tau_instance: float = param(0.5, "instance-level temperature", "§4.2: tau_I = 0.5")
+        tau_cluster: float = param(1.0, "cluster-level temperature", "§4.2: tau_C = 1.0")
+        batch_size: int = param(256, "images per step (two views each)", "§4.2: 256")
+        lr: float = param(3e-4, "Adam learning rate", "§4.2: 0.0003")
+        weight_decay: float = param(0.0, "Adam weight decay", "§4.2: none")
+        jitter_strength: float = param(0.5, "colour-jitter strength s", "official transform.py: s=0.5 (CIFAR)")
+        blur: bool = param(False, "Gaussian blur with p=0.5", "official code: only for ImageNet-10/Dogs")
+        n_clusters: int = param(0, "K (0 = the dataset's number of classes)", "§4.1: K = number of classes")
+
+    presets = {
+        "paper": {},
+        "fast": {"backbone": "resnet18", "small_stem": True, "image_size": 0},
+    }
+
+    def build_model(self, in_chans: int, image_size: int, n_clusters: int) -> nn.Module:
+        p = self.params
+        backbone = ResNetBackbone(p.backbone, in_chans=in_chans, small_stem=p.small_stem)
+        return CCNetwork(backbone, backbone.out_dim, p.feature_dim, n_clusters)
+
+    def augmentation(self, data) -> AugmentSpec:
+        return cc_augmentation(self.params.jitter_strength, self.params.blur)
+
+    def training_loss(self, model, v1, v2):
+        z1, c1 = model(v1)
+        z2, c2 = model(v2)
+        return cc_loss(z1, z2, c1, c2, self.params.tau_instance, self.params.tau_cluster)
+
+    def cluster_logits(self, model, x):
+        return model(x)[1]
+
+    def embed(self, model, x):
+        return model.backbone(x)
+
+
+@hookimpl
+def clusterbench_methods():
+    return [CC]
+
+
+@hookimpl
+def clusterbench_reported_results():
+    return [{"method": "cc", "dataset": ds, "protocol": "head", "citation": PAPER + ", Table 2", "metrics": m}
+            for ds, m in {
+                "cifar10": {"nmi": 0.705, "acc": 0.790, "ari": 0.637},
+                "cifar100-20": {"nmi": 0.431, "acc": 0.429, "ari": 0.266},
+                "stl10": {"nmi": 0.764, "acc": 0.850, "ari": 0.726},
+                "imagenet10": {"nmi": 0.859, "acc": 0.893, "ari": 0.822},
+                "imagenet-dogs": {"nmi": 0.445, "acc": 0.429, "ari": 0.274},
+                "tiny-imagenet": {"nmi": 0.340, "acc": 0.140, "ari": 0.071},
+            }.items()]

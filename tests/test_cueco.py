@@ -1,0 +1,261 @@
+"""CueCo: its loss terms against hand computations, the momentum encoder, shapes, and a CLI run."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from clusterbench.momentum import cosine_momentum, ema_update, momentum_copy
+from clusterbench.methods.cueco import (
+    CueCo,
+    infonce,
+    sinkhorn_knopp,
+    swapped_cluster_loss,
+    warmup_cosine,
+)
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return x / x.norm(dim=1, keepdim=True)
+
+
+# ---- harness/momentum.py ----------------------------------------------------------------------
+def test_momentum_copy_is_frozen_and_equal():
+    src = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    tgt = momentum_copy(src)
+    assert all(not p.requires_grad for p in tgt.parameters())
+    assert all(p.requires_grad for p in src.parameters())
+    for a, b in zip(tgt.parameters(), src.parameters()):
+        assert torch.equal(a, b) and a.data_ptr() != b.data_ptr()
+
+
+@pytest.mark.parametrize("m", [0.0, 0.9, 0.996, 1.0])
+def test_ema_update_matches_formula(m):
+    torch.manual_seed(0)
+    src = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    tgt = momentum_copy(src)
+    for p in tgt.parameters():
+        p.add_(torch.randn_like(p))
+    tgt[1].running_mean.fill_(5.0)
+    before = [p.clone() for p in tgt.parameters()]
+    ema_update(tgt, src, m)
+    for old, new, s in zip(before, tgt.parameters(), src.parameters()):
+        assert torch.allclose(new, m * old + (1 - m) * s, atol=1e-6)
+    assert torch.all(tgt[1].running_mean == 5.0)  # buffers kept by default
+    ema_update(tgt, src, m, buffers="copy")
+    assert torch.equal(tgt[1].running_mean, src[1].running_mean)
+
+
+def test_ema_update_rejects_mismatched_modules():
+    with pytest.raises(ValueError):
+        ema_update(nn.Linear(3, 4), nn.Linear(3, 5), 0.9)
+    with pytest.raises(ValueError):
+        ema_update(nn.Linear(3, 4), nn.Linear(3, 4), 1.5)
+
+
+def test_cosine_momentum_schedule():
+    assert cosine_momentum(0.0, 0.99) == pytest.approx(0.99)
+    assert cosine_momentum(1.0, 0.99) == pytest.approx(1.0)
+    assert cosine_momentum(0.5, 0.99) == pytest.approx(0.995)
+    assert cosine_momentum(0.25, 0.9, 0.99) == pytest.approx(0.99 - 0.09 * (math.cos(math.pi / 4) + 1) / 2)
+
+
+# ---- the loss terms ---------------------------------------------------------------------------
+def naive_infonce(q, k, queue, t):
+    q, k = _unit(q.double()), _unit(k.double())
+    total = 0.0
+    for i in range(len(q)):
+        negs = [_unit(queue.double())[j] for j in range(len(queue))] if queue is not None else \
+               [k[j] for j in range(len(k)) if j != i]
+        logits = [float(q[i] @ k[i]) / t] + [float(q[i] @ n) / t for n in negs]
+        total += -logits[0] + math.log(sum(math.exp(s) for s in logits))
+    return total / len(q)
+
+
+@pytest.mark.parametrize("use_queue", [True, False])
+def test_infonce_matches_hand_computation(use_queue):
+    g = torch.Generator().manual_seed(1)
+    q, k = torch.randn(5, 4, generator=g), torch.randn(5, 4, generator=g)
+    queue = torch.randn(7, 4, generator=g) if use_queue else None
+    assert infonce(q, k, queue, 0.2).item() == pytest.approx(naive_infonce(q, k, queue, 0.2), rel=1e-5)
+
+
+def naive_sinkhorn(scores, eps, iters):
+    b, k = scores.shape
+    q = [[math.exp(float(scores[i, j]) / eps) for i in range(b)] for j in range(k)]  # K x B
+    tot = sum(map(sum, q))
+    q = [[v / tot for v in row] for row in q]
+    for _ in range(iters):
+        q = [[v / sum(row) / k for v in row] for row in q]
+        cols = [sum(q[j][i] for j in range(k)) for i in range(b)]
+        q = [[q[j][i] / cols[i] / b for i in range(b)] for j in range(k)]
+    return torch.tensor([[q[j][i] * b for j in range(k)] for i in range(b)], dtype=torch.float64)
+
+
+def test_sinkhorn_matches_hand_computation_and_is_balanced():
+    g = torch.Generator().manual_seed(2)
+    scores = _unit(torch.randn(6, 4, generator=g)) @ _unit(torch.randn(3, 4, generator=g)).t()
+    t = sinkhorn_knopp(scores, 0.05, 3)
+    assert torch.allclose(t.double(), naive_sinkhorn(scores, 0.05, 3), atol=1e-5)
+    assert torch.allclose(t.sum(1), torch.ones(6), atol=1e-5)
+
+
+def test_sinkhorn_spreads_a_collapsed_assignment():
+    # every sample prefers cluster 0: the targets still use each of the K clusters for B/K samples
+    b, k = 12, 3
+    scores = torch.zeros(b, k)
+    scores[:, 0] = 0.9
+    scores += 0.01 * torch.arange(b * k, dtype=torch.float32).reshape(b, k).sin()
+    t = sinkhorn_knopp(scores, 0.05, 10)
+    assert torch.allclose(t.sum(0), torch.full((k,), b / k), atol=0.05)
+    naive_argmax = torch.bincount(scores.argmax(1), minlength=k)
+    assert naive_argmax[0] == b  # what a plain argmax would have done
+
+
+def test_swapped_cluster_loss_matches_formula_and_penalises_collapse():
+    g = torch.Generator().manual_seed(3)
+    s1, s2 = torch.rand(5, 3, generator=g) * 2 - 1, torch.rand(5, 3, generator=g) * 2 - 1
+    t1, t2 = torch.rand(5, 3, generator=g).softmax(1), torch.rand(5, 3, generator=g).softmax(1)
+    tau = 0.1
+    expected = 0.0
+    for s, t in ((s1, t2), (s2, t1)):
+        for i in range(5):
+            z = sum(math.exp(float(s[i, j]) / tau) for j in range(3))
+            expected += -sum(float(t[i, j]) * (float(s[i, j]) / tau - math.log(z)) for j in range(3)) / 5
+    assert swapped_cluster_loss(s1, s2, t1, t2, tau).item() == pytest.approx(expected / 2, rel=1e-5)
+    # balanced targets, queries collapsed onto one centroid: large loss; queries matching them: ~0
+    onehot = torch.eye(3).repeat(2, 1)
+    collapsed = torch.zeros(6, 3)
+    collapsed[:, 0] = 1.0
+    assert swapped_cluster_loss(collapsed, collapsed, onehot, onehot, tau).item() > 5.0
+    assert swapped_cluster_loss(onehot, onehot, onehot, onehot, tau).item() < 1e-3
+
+
+def test_cluster_imbalance_diagnostic():
+    from clusterbench.methods.cueco import cueco_loss
+
+    k = 4
+    g = torch.Generator().manual_seed(4)
+    z, kk = torch.randn(8, 5, generator=g), torch.randn(8, 5, generator=g)
+    uniform = torch.eye(k).repeat(2, 1)
+    collapsed = torch.zeros(8, k)
+    collapsed[:, 1] = 1.0
+    kw = dict(temperature=0.2, cluster_temperature=0.01, epsilon=0.05, sinkhorn_iters=3, cluster_weight=1.0)
+    bal = cueco_loss(z, z, kk, kk, uniform, uniform, uniform, uniform, None, None, **kw)["cluster_imbalance"]
+    col = cueco_loss(z, z, kk, kk, collapsed, collapsed, uniform, uniform, None, None, **kw)["cluster_imbalance"]
+    assert bal.item() == pytest.approx(0.0, abs=1e-4)
+    assert col.item() == pytest.approx(math.log(k), rel=1e-3)
+
+
+def test_warmup_cosine():
+    assert warmup_cosine(0.0, 0.1) == 0.0
+    assert warmup_cosine(0.05, 0.1) == pytest.approx(0.5)
+    assert warmup_cosine(0.1, 0.1) == pytest.approx(1.0)
+    assert warmup_cosine(0.55, 0.1) == pytest.approx(0.5)
+    assert warmup_cosine(1.0, 0.1) == pytest.approx(0.0, abs=1e-12)
+
+
+# ---- the model ------------------------------------------------------------------------------
+def _tiny(**over):
+    p = {"backbone": "resnet18", "small_stem": True, "image_size": 0, "hidden_dim": 32, "proj_dim": 16,
+         "queue_size": 24}
+    p.update(over)
+    m = CueCo(CueCo.resolve_params(p))
+    torch.manual_seed(0)
+    return m, m.build_model(3, 16, 5)
+
+
+def test_shapes_terms_and_gradients():
+    m, net = _tiny()
+    x1, x2 = torch.rand(6, 3, 16, 16), torch.rand(6, 3, 16, 16)
+    assert m.cluster_logits(net, x1).shape == (6, 5)
+    assert m.embed(net, x1).shape == (6, 512)
+    terms = m.training_loss(net, x1, x2)
+    assert set(terms) == {"loss", "loss_contrast", "loss_cluster", "cluster_imbalance"}
+    assert torch.isclose(terms["loss"], terms["loss_contrast"] + terms["loss_cluster"])
+    terms["loss"].backward()
+    assert net.query.backbone.net.conv1.weight.grad.abs().sum() > 0
+    assert net.query.projector[2].weight.grad.abs().sum() > 0
+    assert net.centroids.grad.abs().sum() > 0
+    assert all(p.grad is None and not p.requires_grad for p in net.key.parameters())
+    assert not net.queue.requires_grad
+    opt = m.configure_optimizer(net)
+    in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert not any(id(p) in in_opt for p in net.key.parameters())
+    assert id(net.centroids) in in_opt and isinstance(opt, torch.optim.SGD)
+
+
+def test_after_step_updates_key_network_and_queue():
+    m, net = _tiny(momentum_base=0.9, momentum_final=1.0)
+    x1, x2 = torch.rand(10, 3, 16, 16), torch.rand(10, 3, 16, 16)
+    opt = m.configure_optimizer(net)
+    terms = m.training_loss(net, x1, x2)
+    keys = [k.clone() for k in m._pending_keys]
+    opt.zero_grad()
+    terms["loss"].backward()
+    opt.step()
+    key_before = [p.clone() for p in net.key.parameters()]
+    m.after_step(net, 0.0)  # momentum 0.9 at progress 0
+    for old, new, q in zip(key_before, net.key.parameters(), net.query.parameters()):
+        assert torch.allclose(new, 0.9 * old + 0.1 * q, atol=1e-6)
+    assert any(not torch.equal(a, b) for a, b in zip(key_before, net.key.parameters()))
+    assert int(net.queue_ptr) == 10
+    assert torch.allclose(net.queue[0, :10], _unit(keys[0]), atol=1e-5)
+    assert torch.allclose(net.queue[1, :10], _unit(keys[1]), atol=1e-5)
+    # wrap-around: 10 more keys fill slots 10..23 then 0..? (queue of 24)
+    m.training_loss(net, x1, x2)
+    m.after_step(net, 0.5)
+    m.training_loss(net, x1, x2)
+    m.after_step(net, 1.0)
+    assert int(net.queue_ptr) == 30 % 24
+
+
+def test_in_batch_negatives_when_queue_is_empty():
+    m, net = _tiny(queue_size=0)
+    terms = m.training_loss(net, torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16))
+    assert torch.isfinite(terms["loss"])
+    m.after_step(net, 0.3)  # nothing to enqueue, no error
+
+
+def test_defaults_and_presets():
+    p = CueCo.Params()
+    assert (p.backbone, p.small_stem, p.image_size, p.batch_size) == ("resnet18", True, 0, 256)
+    assert (p.lr, p.weight_decay, p.temperature, p.queue_size) == (0.3, 1e-4, 0.2, 32768)
+    assert (p.momentum_base, p.momentum_final) == (0.99, 1.0)
+    fast = CueCo.resolve_params(preset="fast")
+    assert (fast.backbone, fast.small_stem, fast.image_size, fast.batch_size) == ("resnet18", True, 0, 256)
+    assert CueCo.protocols[:1] == ("head",) and set(CueCo.protocols) == {"head", "kmeans", "linear"}
+
+
+def test_reported_results_hook():
+    from clusterbench.methods.cueco import clusterbench_reported_results
+
+    rows = {r["dataset"]: r for r in clusterbench_reported_results()}
+    assert rows["cifar10"]["protocol"] == "linear"
+    assert rows["cifar10"]["metrics"] == {"accuracy": pytest.approx(0.914)}
+    assert rows["cifar100"]["metrics"]["accuracy"] == pytest.approx(0.6856)
+    assert rows["imagenet100"]["metrics"]["accuracy"] == pytest.approx(0.7865)
+
+
+# ---- end to end through the CLI ---------------------------------------------------------------------
+def test_cli_fit_on_tiny_data(tmp_path):
+    from clusterbench.cli import main
+
+    spec = "cueco[preset=fast,batch_size=32,hidden_dim=64,proj_dim=32,queue_size=64]"
+    rc = main(["run", "--methods", spec, "--datasets", "synthetic[n=96,size=16]", "--seeds", "0",
+               "--budget", "steps=4", "--device", "cpu", "--results", str(tmp_path)])
+    assert rc == 0
+    records = [json.loads(p.read_text()) for p in tmp_path.rglob("record.json")]
+    records = [r for r in records if isinstance(r, dict) and r.get("method") == "cueco"]
+    assert len(records) == 1, "expected one cueco run record"
+    rec = records[0]
+    assert rec["status"] == "done"
+    protos = rec["protocols"]
+    assert {"head", "kmeans", "linear"} <= set(protos)
+    for name in ("head", "kmeans"):
+        assert all(math.isfinite(protos[name][k]) for k in ("acc", "nmi", "ari"))
+    assert 0.0 <= protos["linear"]["accuracy"] <= 1.0

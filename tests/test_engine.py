@@ -1,0 +1,155 @@
+"""The shared training engine on the CPU: budgets, curves, resume, divergence, determinism."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from clusterbench import hookimpl, param
+from clusterbench.budget import Budget
+from clusterbench.context import EngineSettings, RunContext
+from clusterbench.datasets.synthetic import make_synthetic
+from clusterbench.engine import DeepMethod, TrainingDiverged
+from clusterbench.metrics import evaluate
+
+
+class Tiny(DeepMethod):
+    """A minimal deep method: a small conv net with a cluster head, CC-like loss."""
+
+    name = "tiny"
+    description = "tiny test method"
+
+    @dataclass(frozen=True)
+    class Params:
+        batch_size: int = param(16, "batch")
+        lr: float = param(1e-3, "lr")
+        weight_decay: float = param(0.0, "wd")
+        image_size: int = param(0, "size")
+        n_clusters: int = param(0, "K")
+        poison_at_step: int = param(-1, "make the loss NaN from this step on")
+
+    def build_model(self, in_chans, image_size, n_clusters):
+        self.steps = 0
+        return nn.Sequential(nn.Conv2d(in_chans, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                             nn.Flatten(), nn.Linear(8, n_clusters))
+
+    def training_loss(self, model, v1, v2):
+        from clusterbench.methods.cc import cc_loss
+
+        l1, l2 = model(v1), model(v2)
+        terms = cc_loss(l1, l2, l1.softmax(1), l2.softmax(1), 0.5, 1.0)
+        self.steps += 1
+        if 0 <= self.params.poison_at_step <= self.steps:
+            terms["loss"] = terms["loss"] * float("nan")
+        return terms
+
+    def cluster_logits(self, model, x):
+        return model(x)
+
+    def embed(self, model, x):
+        return model[:4](x)
+
+
+def make_ctx(tmp_path: Path, budget: str, data, seed: int = 0) -> RunContext:
+    return RunContext(seed=seed, budget=Budget.parse(budget), settings=EngineSettings(device="cpu", eval_every=1),
+                      run_dir=tmp_path, evaluate=lambda labels: evaluate(data.y, labels))
+
+
+@pytest.fixture
+def data():
+    return make_synthetic(n=64, k=4, size=8, channels=3, noise=0.1, seed=0)
+
+
+def test_steps_budget_and_curve(tmp_path, data):
+    m = Tiny(Tiny.resolve_params())
+    ctx = make_ctx(tmp_path, "steps=6", data)
+    m.fit(data, ctx)
+    assert ctx.stats["steps"] == 6 and ctx.stats["images_seen"] == 6 * 16
+    assert ctx.stats["epochs"] == pytest.approx(1.5)
+    assert [p["step"] for p in ctx.curve] == [4, 6]
+    assert all(np.isfinite(p["loss"]) for p in ctx.curve)
+    assert "acc" in ctx.curve[-1] and "loss_instance" in ctx.curve[-1]
+    labels = m.predict(data)
+    assert labels.shape == (64,) and labels.min() >= 0 and labels.max() < 4
+    assert m.features(data).shape == (64, 8)
+
+
+def test_epochs_budget(tmp_path, data):
+    ctx = make_ctx(tmp_path, "epochs=2", data)
+    Tiny(Tiny.resolve_params()).fit(data, ctx)
+    assert ctx.stats["epochs"] == 2 and ctx.stats["steps"] == 8
+    assert not ctx.checkpoint_path.exists() or ctx.checkpoint_path.stat().st_size > 0
+
+
+def test_same_seed_same_model_different_seed_differs(tmp_path, data):
+    outs = []
+    for seed in (0, 0, 1):
+        torch.manual_seed(seed)
+        m = Tiny(Tiny.resolve_params())
+        m.fit(data, make_ctx(tmp_path / f"r{len(outs)}", "steps=3", data, seed=seed))
+        outs.append(m.features(data))
+    np.testing.assert_array_equal(outs[0], outs[1])
+    assert not np.allclose(outs[0], outs[2])
+
+
+def test_resume_from_checkpoint_continues_not_restarts(tmp_path, data):
+    # run 2 epochs (checkpoint written after each), then ask for 3: it resumes at epoch 2
+    first = make_ctx(tmp_path, "epochs=3", data)
+    first.budget = Budget.parse("epochs=2")
+    torch.manual_seed(0)
+    Tiny(Tiny.resolve_params()).fit(data, first)
+    assert first.checkpoint_path.exists()  # saved after epoch 1 (not after the final one)
+    ck = torch.load(first.checkpoint_path, weights_only=False)
+    assert ck["state"]["epoch"] == 1
+    resumed = make_ctx(tmp_path, "epochs=3", data)
+    torch.manual_seed(0)
+    Tiny(Tiny.resolve_params()).fit(data, resumed)
+    assert resumed.stats["resumed_from_epoch"] == 1
+    assert resumed.stats["steps"] == 12  # 4 steps from the checkpoint + 8 new
+    assert [p["epoch"] for p in resumed.curve] == [1, 2, 3]
+
+
+def test_damaged_checkpoint_restarts_cleanly(tmp_path, data):
+    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    ctx = make_ctx(tmp_path, "steps=2", data)
+    with pytest.warns(UserWarning, match="could not be loaded"):
+        Tiny(Tiny.resolve_params()).fit(data, ctx)
+    assert ctx.stats["steps"] == 2
+
+
+def test_nan_loss_stops_with_reason(tmp_path, data):
+    ctx = make_ctx(tmp_path, "epochs=3", data)
+    with pytest.raises(TrainingDiverged, match="loss became nan"):
+        Tiny(Tiny.resolve_params({"poison_at_step": 2})).fit(data, ctx)
+    assert ctx.stats["diverged_at_epoch"] == 0
+
+
+def test_engine_failure_recorded_and_grid_goes_on(tmp_path):
+    """Through the runner: a diverging method is a failed record; the next cell still runs."""
+    from clusterbench.plugins import load_registry
+    from clusterbench.records import ResultsStore
+    from clusterbench.runner import Reporter, run_grid
+
+    class Plugin:
+        @staticmethod
+        @hookimpl
+        def clusterbench_methods():
+            return [Tiny]
+
+    reg = load_registry(extra_plugins=[("tiny-plugin", Plugin)])
+    store = ResultsStore(tmp_path / "res")
+    result = run_grid(reg, ["tiny[poison_at_step=1]", "tiny"], ["synthetic[n=64,size=8,classes=4]"], [0],
+                      Budget.parse("steps=3"), store, EngineSettings(device="cpu"), reporter=Reporter(quiet=True))
+    statuses = [o.status for o in result.outcomes]
+    assert statuses == ["failed", "done"]
+    failed = json.loads(store.record_path(result.outcomes[0].run_id).read_text())
+    assert failed["status"] == "failed" and "loss became nan" in failed["error"]["reason"]
+    done = json.loads(store.record_path(result.outcomes[1].run_id).read_text())
+    assert set(done["protocols"]) == {"head", "kmeans", "linear"}
+    assert done["cost"]["train_images_per_s"] > 0 and done["curve"]

@@ -46,7 +46,8 @@ def fingerprint(paths: Iterable[str | os.PathLike]) -> str:
     h = hashlib.sha256()
     for p in paths:
         st = os.stat(p)
-        h.update(f"{os.path.abspath(p)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        p = os.fspath(p)
+        h.update(f"{p if os.path.isabs(p) else os.path.abspath(p)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 
@@ -79,7 +80,7 @@ def _read(path: Path) -> dict[str, np.ndarray] | None:
     if not path.is_file():
         return None
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:  # our handle: closed on failure too
             return {k: z[k] for k in z.files}
     except Exception as exc:  # any unreadable entry is a miss, never an error
         warnings.warn(f"ignoring unreadable cache file {path} ({type(exc).__name__}: {exc}); rebuilding it",

@@ -26,6 +26,7 @@ import multiprocessing
 import os
 import sys
 import tarfile
+import warnings
 import zlib
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -53,7 +54,7 @@ class Item:
     """One image to decode: ``name`` is what errors show, ``source`` a file or an archive member's bytes."""
 
     name: str
-    source: Path | bytes
+    source: str | Path | bytes
 
 
 def is_image_name(name: str) -> bool:
@@ -121,7 +122,7 @@ class _Decoder:
         self.size, self.mode = size, mode
         parallel = expected >= PROCESS_MIN_IMAGES and _workers() > 1
         self.pool = _process_pool() if parallel else None
-        self.chunks: list[tuple[list[Item], Any]] = []
+        self.chunks: list[tuple[list[str], Any]] = []
 
     def __enter__(self) -> "_Decoder":
         return self
@@ -134,30 +135,37 @@ class _Decoder:
         if not items:
             return
         if self.pool is not None:
-            self.chunks.append((items, self.pool.submit(_decode_chunk, items, self.size, self.mode)))
+            with warnings.catch_warnings():  # Python >= 3.12 warns on every fork of a threaded process
+                warnings.filterwarnings("ignore", message=r".*use of fork\(\) may lead to deadlocks",
+                                        category=DeprecationWarning)
+                res: Any = self.pool.submit(_decode_chunk, items, self.size, self.mode)
         else:
-            self.chunks.append((items, _decode_chunk(items, self.size, self.mode)))
+            res = _decode_chunk(items, self.size, self.mode)
+        self.chunks.append(([it.name for it in items], res))  # names only: the bytes can go once sent
 
     def result(self) -> np.ndarray:
         """All images in the order added; the first one whose size differs from the first image's is named."""
         if not self.chunks:
             raise DataError("no images to decode")
-        first, ref = self.chunks[0][0][0], None
-        out = []
-        for items, res in self.chunks:
+        first, ref, out, at = self.chunks[0][0][0], None, None, 0
+        total = sum(len(names) for names, _ in self.chunks)
+        for k, (names, res) in enumerate(self.chunks):
             res = res.result() if isinstance(res, Future) else res
+            self.chunks[k] = (names, None)  # release each chunk once copied
             shape0 = res.shape[1:] if isinstance(res, np.ndarray) else res[2]
-            ref = shape0 if ref is None else ref
+            if ref is None:
+                ref, out = shape0, np.empty((total,) + tuple(shape0), dtype=np.uint8)
             if shape0 != ref:
-                raise _size_error(items[0], shape0, first, ref)
+                raise _size_error(names[0], shape0, first, ref)
             if not isinstance(res, np.ndarray):
-                raise _size_error(items[res[0]], res[1], first, ref)
-            out.append(res)
-        return out[0] if len(out) == 1 else np.concatenate(out)
+                raise _size_error(names[res[0]], res[1], first, ref)
+            out[at:at + len(res)] = res
+            at += len(res)
+        return out
 
 
-def _size_error(item: Item, shape: tuple, first: Item, ref: tuple) -> DataError:
-    return DataError(f"image {item.name} is {shape[1]}x{shape[0]} but {first.name} is {ref[1]}x{ref[0]}; all "
+def _size_error(name: str, shape: tuple, first: str, ref: tuple) -> DataError:
+    return DataError(f"image {name} is {shape[1]}x{shape[0]} but {first} is {ref[1]}x{ref[0]}; all "
                      f"images must share one size: pass size=N to resize every image to NxN")
 
 
@@ -194,21 +202,22 @@ def is_archive(path: Path) -> bool:
     return path.name.lower().endswith(ARCHIVE_EXTS)
 
 
-def _scan_dir(root: Path, classes: frozenset[str] | None) -> list[tuple[str, Path]]:
+def _scan_dir(root: Path, classes: frozenset[str] | None) -> list[tuple[str, str]]:
     """(relative posix name, file) for every image under ``root``, in sorted order.
 
     With ``classes`` (an ImageNet subset read from a full ImageNet folder), only the listed
     class folders (at the top or under a split folder) are walked, not 1,000 of them.
     """
-    out: list[tuple[str, Path]] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        rel = os.path.relpath(dirpath, root)
+    out: list[tuple[str, str]] = []
+    top = os.path.abspath(root)
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
+        rel = os.path.relpath(dirpath, top)
         rel_parts = [] if rel == "." else rel.split(os.sep)
         dirnames[:] = sorted(d for d in dirnames if _walk_into(rel_parts, d, classes))
-        for fn in sorted(filenames):
-            name = "/".join(rel_parts + [fn])
-            if is_image_name(name):
-                out.append((name, Path(dirpath) / fn))
+        prefix = "".join(p + "/" for p in rel_parts)
+        for fn in sorted(filenames):  # hidden folders are pruned above: only the file name needs a look
+            if not fn.startswith(".") and fn.lower().endswith(IMAGE_EXTS):
+                out.append((prefix + fn, os.path.join(dirpath, fn)))  # str, not Path: 100k Paths cost seconds
     return out
 
 
@@ -361,7 +370,7 @@ def read_class_folders(path: Path, *, size: int | None = None, mode: str = "RGB"
         key["files"] = fingerprint(listing[e.index][1] for e in entries)
 
         def build_dir() -> dict[str, np.ndarray]:
-            items = [Item(str(listing[e.index][1]), listing[e.index][1]) for e in entries]
+            items = [Item(listing[e.index][1], listing[e.index][1]) for e in entries]
             return labelled_arrays(items, *_labels(entries, class_names), class_names, size, mode)
 
         return cached(key, build_dir, label=label)

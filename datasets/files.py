@@ -82,9 +82,10 @@ class SplitDataset(Dataset):
 
     def missing(self, path: Path, what: str, how: str) -> DataError:
         """The one-line error for a file or folder that is not there: what, where looked, how to get it."""
-        looked = f" (looked in {Path.cwd()}" + (f" and under --data-root {self.root})" if self.root else ")")
-        shown = path if path.is_absolute() else f"{path}{looked}"
-        return DataError(f"dataset {self.name!r}: {what} {shown} not found; {how}")
+        looked = ""
+        if not path.is_absolute():
+            looked = f" (looked in {Path.cwd()}" + (f" and under --data-root {self.root})" if self.root else ")")
+        return DataError(f"dataset {self.name!r}: {what} {path} not found{looked}; {how}")
 
     # ---- result --------------------------------------------------------------------------
     def finish(self, x: np.ndarray, y: np.ndarray, n_classes: int, is_train: np.ndarray | None,
@@ -105,9 +106,9 @@ class SplitDataset(Dataset):
 
 
 # ---- npz -----------------------------------------------------------------------------------
-def _open_npz(path: Path) -> Any:
+def _open_npz(f: Any, path: Path) -> Any:
     try:
-        z = np.load(path, allow_pickle=False)
+        z = np.load(f, allow_pickle=False)
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, zlib.error) as exc:
         raise DataError(f"cannot read {path}: truncated or not an .npz file ({type(exc).__name__}: {exc})") from None
     if not isinstance(z, np.lib.npyio.NpzFile):
@@ -118,25 +119,24 @@ def _open_npz(path: Path) -> Any:
 
 def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
     """x, y and the optional train_mask / class_names of an .npz file, read fully."""
-    with _open_npz(path) as z:
+    with open(path, "rb") as f, _open_npz(f, path) as z:  # our own handle: closed even when numpy fails
         keys = list(z.files)
         missing = [k for k in ("x", "y") if k not in keys]
         if missing:
             raise DataError(f"{path} has no {' and '.join(repr(k) for k in missing)} array (its keys: "
                             f"{', '.join(keys) or 'none'}); it needs x (uint8 images N,H,W,C or N,H,W) "
                             f"and y (integer labels)")
-        out = {}
-        for k in ("x", "y", "train_mask", "class_names"):
-            if k not in keys:
-                continue
-            try:
-                out[k] = z[k]
-            except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
-                raise DataError(f"cannot read {path}: truncated or not an .npz file "
-                                f"({type(exc).__name__} in {k!r}: {exc})") from None
-            except ValueError as exc:  # an object array saved with pickle
-                raise DataError(f"cannot read array {k!r} of {path}: {exc}") from None
-    return out
+        return {k: _npz_member(z, k, path) for k in ("x", "y", "train_mask", "class_names") if k in keys}
+
+
+def _npz_member(z: Any, key: str, path: Path) -> np.ndarray:
+    try:
+        return z[key]
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"cannot read {path}: truncated or not an .npz file "
+                        f"({type(exc).__name__} in {key!r}: {exc})") from None
+    except ValueError as exc:  # an object array saved with pickle
+        raise DataError(f"cannot read array {key!r} of {path}: {exc}") from None
 
 
 def _npz_images(x: np.ndarray, path: Path) -> np.ndarray:

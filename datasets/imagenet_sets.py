@@ -98,9 +98,10 @@ class ImageNetSubset(SplitDataset):
             if (self.root / name).exists():
                 return self.root / name
         tried = ", ".join(str(self.root / n) for n in self.folders)
-        raise DataError(f"dataset {self.name!r}: image folder not found (looked for {tried}); put the "
-                        f"{len(self.wnids)} ImageNet class folders <wnid>/*.JPEG there (see `clusterbench list` "
-                        f"for the WordNet IDs), or pass {self.name}[path=FOLDER] (a full ImageNet train/ works)")
+        raise DataError(f"dataset {self.name!r}: image folder not found (looked for {tried}); put its "
+                        f"{len(self.wnids)} ImageNet class folders <wnid>/*.JPEG there (WordNet IDs "
+                        f"{', '.join(self.wnids[:3])}, ...: see {__name__}), or pass {self.name}[path=FOLDER] "
+                        f"(a full ImageNet train/ works)")
 
     def load(self) -> ImageData:
         size = self.opt_int("size", DEFAULT_SIZE)

@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from clusterbench import ConfigError, DataError, ImageData, hookimpl
-from clusterbench.datasets.files import SplitDataset
+from clusterbench.datasets.files import SPLITS, SplitDataset
 
 __all__ = ["TorchvisionSet", "Cifar10", "Cifar100Superclasses", "Stl10", "Mnist", "FashionMnist",
            "CIFAR100_SUPERCLASSES"]
@@ -127,7 +127,7 @@ class TorchvisionSet(SplitDataset):
         raise NotImplementedError
 
     def load(self) -> ImageData:
-        self.opt_choice("split", ("all", "train", "test"), self.default_split)
+        self.opt_choice("split", SPLITS, self.default_split)  # a bad value fails before any reading
         if self.opt_bool("download") and not self.complete():
             self.download()
         x, y, is_train, names = self.read()

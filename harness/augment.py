@@ -1,8 +1,432 @@
-"""Two-view image augmentation on the GPU, parameters drawn per sample.
-
-(Interface stub; implemented in the engine issue.)
+"""Two-view image augmentation on the device, parameters drawn per sample.
 
     spec = AugmentSpec(...)                       # the policy a method asks for
     aug = GPUAugment(spec, out_size=32)           # stateless module
     v = aug(x_uint8_nhwc_on_device, generator)    # float32 NCHW in [0, 1] (or normalised)
+    v1, v2 = two_views(aug, x, generator)         # the two views a contrastive step needs
+
+Why not torchvision on PIL images in DataLoader workers: at batch 256-1024 the CPU
+pipeline, not the GPU, bounds the step.  Here the whole dataset sits on the device as
+uint8 and each batch is augmented there, in a fixed number of batched kernels whatever
+the batch size: no Python loop over samples, no ``.item()``, no branch on device values
+(so no host-device sync), with every random parameter drawn per sample from the same
+distributions as the torchvision transforms the papers use:
+
+    RandomResizedCrop(scale, ratio) -> RandomHorizontalFlip(flip_p)
+    -> RandomApply([ColorJitter(b, c, s, h)], jitter_p) -> RandomGrayscale(grayscale_p)
+    -> RandomApply([GaussianBlur(k, blur_sigma)], blur_p) -> RandomSolarize(0.5, solarize_p)
+    -> optional Normalize(mean, std)
+
+Differences from torchvision a user should know about:
+
+* The crop is resampled with ``grid_sample`` (bilinear, half-pixel centres, border
+  clamping), which does not antialias: a crop much *larger* than ``out_size`` aliases
+  where PIL's resize would low-pass first.  Upscaling and mild downscaling (the usual
+  case: crop <= image <= ~2x out_size) match a bilinear resize of the integer crop box,
+  except that pixels just outside the crop box (inside the image) enter the interpolation
+  at its edge instead of being clamped.
+* The crop box is integer, as in ``RandomResizedCrop.get_params``; its 10 attempts are
+  10 candidates drawn at once, the first valid one taken, else the same central fallback.
+* ColorJitter's random op order is exact per sample (see ``_color_jitter``).
+* 1-channel images: saturation, hue and grayscale need colour and are skipped, as
+  torchvision's tensor kernels do; brightness and contrast apply.  Images are not
+  replicated to 3 channels.
+* Randomness comes only from ``generator`` (or the device's global RNG): one
+  ``torch.rand(N, 36)`` per call, so a seed reproduces the views exactly on one device
+  (values differ between CPU and CUDA generators, as any torch RNG does).
 """
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple, Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["AugmentSpec", "GPUAugment", "eval_transform", "two_views", "blur_kernel_size"]
+
+# ITU-R 601-2 luma weights, exactly as torchvision's rgb_to_grayscale.
+_LUMA = (0.2989, 0.587, 0.114)
+_N_TRIES = 10  # RandomResizedCrop's attempts before its central fallback
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    """A two-view augmentation policy; defaults = the SimCLR-style policy CC uses."""
+
+    crop_scale: tuple[float, float] = (0.08, 1.0)   # RandomResizedCrop scale
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # RandomResizedCrop ratio
+    flip_p: float = 0.5                              # RandomHorizontalFlip
+    jitter_p: float = 0.8                            # RandomApply([ColorJitter], p)
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+    hue: float = 0.1
+    grayscale_p: float = 0.2                         # RandomGrayscale
+    blur_p: float = 0.0                              # GaussianBlur applied with prob (kernel ~10% of size)
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    solarize_p: float = 0.0                          # RandomSolarize(threshold=0.5 in [0,1] units)
+    mean: tuple[float, ...] | None = None            # optional Normalize after augmentation
+    std: tuple[float, ...] | None = None
+
+
+def blur_kernel_size(out_size: int) -> int:
+    """Gaussian kernel side: ~10% of the image, odd, at least 3 (SimCLR / CC's choice)."""
+    return max(3, int(0.1 * out_size) // 2 * 2 + 1)
+
+
+# ---- parameter sampling ---------------------------------------------------------------------
+# Columns of the (N, _N_RAND) uniform matrix drawn once per call.
+_C_AREA = slice(0, _N_TRIES)
+_C_LOGR = slice(_N_TRIES, 2 * _N_TRIES)
+_C_TOP, _C_LEFT, _C_FLIP, _C_JIT = 20, 21, 22, 23
+_C_FACT = slice(24, 28)      # brightness, contrast, saturation, hue
+_C_ORDER = slice(28, 32)     # sort keys -> a uniform random permutation of the 4 ops
+_C_GRAY, _C_BLUR, _C_SIGMA, _C_SOL = 32, 33, 34, 35
+_N_RAND = 36
+
+
+class _Params(NamedTuple):
+    """Per-sample parameters (all shape (N,) or (N, k), on the device)."""
+
+    top: torch.Tensor        # crop box, integer-valued float
+    left: torch.Tensor
+    height: torch.Tensor
+    width: torch.Tensor
+    flip: torch.Tensor       # bool
+    factors: torch.Tensor    # (N, 4) brightness, contrast, saturation, hue; neutral when not jittered
+    order: torch.Tensor      # (N, 4) or (N, 3) permutation of op ids (3 = hue; absent when hue is off)
+    gray: torch.Tensor       # bool
+    blur: torch.Tensor       # bool
+    sigma: torch.Tensor
+    solarize: torch.Tensor   # bool
+
+
+def _sample_crops(u_area: torch.Tensor, u_logr: torch.Tensor, u_top: torch.Tensor, u_left: torch.Tensor,
+                  height: int, width: int, scale: Sequence[float], ratio: Sequence[float]
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Vectorised ``RandomResizedCrop.get_params``: (top, left, h, w) per sample.
+
+    ``u_area``/``u_logr`` are (N, tries) uniforms: each column is one of torchvision's
+    attempts; the first valid one is kept (argmax of the validity mask returns the first
+    True), samples with none take torchvision's central fallback crop.
+    """
+    area = float(height * width)
+    lo, hi = math.log(ratio[0]), math.log(ratio[1])
+    target = area * (scale[0] + (scale[1] - scale[0]) * u_area)
+    aspect = torch.exp(lo + (hi - lo) * u_logr)
+    w = torch.round(torch.sqrt(target * aspect))   # round half to even, like Python's round()
+    h = torch.round(torch.sqrt(target / aspect))
+    valid = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = valid.to(torch.uint8).argmax(dim=1, keepdim=True)
+    ok = valid.any(dim=1)
+    # torchvision's fallback, a static function of the image size
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        fw, fh = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        fw, fh = int(round(height * max(ratio))), height
+    else:
+        fw, fh = width, height
+    w = torch.where(ok, w.gather(1, first).squeeze(1), float(fw))
+    h = torch.where(ok, h.gather(1, first).squeeze(1), float(fh))
+    # randint(0, H - h + 1) == floor(u * (H - h + 1)); the clamp guards u -> 1 rounding
+    top = torch.minimum(torch.floor(u_top * (height - h + 1)), height - h)
+    left = torch.minimum(torch.floor(u_left * (width - w + 1)), width - w)
+    top = torch.where(ok, top, float((height - fh) // 2))
+    left = torch.where(ok, left, float((width - fw) // 2))
+    return top, left, h, w
+
+
+def _draw_params(u: torch.Tensor, spec: AugmentSpec, height: int, width: int, channels: int) -> _Params:
+    """Map the (N, 36) uniforms to every per-sample parameter of the policy."""
+    top, left, h, w = _sample_crops(u[:, _C_AREA], u[:, _C_LOGR], u[:, _C_TOP], u[:, _C_LEFT],
+                                    height, width, spec.crop_scale, spec.crop_ratio)
+    jit = u[:, _C_JIT] < spec.jitter_p
+    uf = u[:, _C_FACT]
+    ranges = [(max(0.0, 1 - spec.brightness), 1 + spec.brightness),
+              (max(0.0, 1 - spec.contrast), 1 + spec.contrast),
+              (max(0.0, 1 - spec.saturation), 1 + spec.saturation),
+              (-spec.hue, spec.hue)]
+    # per column from Python scalars: no host->device copy of a range table
+    factors = torch.stack([lo + (hi - lo) * uf[:, i] for i, (lo, hi) in enumerate(ranges)], 1)
+    neutral = torch.zeros_like(factors)
+    neutral[:, :3] = 1.0
+    if channels == 1:  # saturation and hue need colour
+        factors[:, 2:] = neutral[:, 2:]
+    factors = torch.where(jit[:, None], factors, neutral)
+    use_hue = spec.hue > 0 and channels == 3
+    keys = u[:, _C_ORDER] if use_hue else u[:, _C_ORDER][:, :3]
+    order = keys.argsort(dim=1)  # uniform random permutation (ties have probability ~0)
+    sigma = spec.blur_sigma[0] + (spec.blur_sigma[1] - spec.blur_sigma[0]) * u[:, _C_SIGMA]
+    return _Params(top, left, h, w, u[:, _C_FLIP] < spec.flip_p, factors, order,
+                   u[:, _C_GRAY] < spec.grayscale_p, u[:, _C_BLUR] < spec.blur_p, sigma,
+                   u[:, _C_SOL] < spec.solarize_p)
+
+
+def _crop_theta(top: torch.Tensor, left: torch.Tensor, h: torch.Tensor, w: torch.Tensor,
+                flip: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(N, 2, 3) affine matrices for ``affine_grid(align_corners=False)``.
+
+    Output pixel k (normalised x_o = (2k+1)/out - 1) must read the crop at input pixel
+    edge coordinate left + (k + 1/2) w / out, i.e. x_i = (w/W) x_o + (2 left + w)/W - 1;
+    a horizontal flip after the crop is x_o -> -x_o, so it negates the x scale.
+    """
+    sx = torch.where(flip, -w, w) / width
+    tx = (2 * left + w) / width - 1
+    sy = h / height
+    ty = (2 * top + h) / height - 1
+    zero = torch.zeros_like(sx)
+    return torch.stack([torch.stack([sx, zero, tx], 1), torch.stack([zero, sy, ty], 1)], 1)
+
+
+# ---- colour ops on float (N, C, H, W) in [0, 1], per-sample factors (N,) ------------------------
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    """(N, 1, H, W) luma (ITU-R 601-2, torchvision's arithmetic); a 1-channel image is its own gray."""
+    if x.shape[1] == 1:
+        return x
+    return x[:, 0:1].mul(_LUMA[0]).add_(x[:, 1:2], alpha=_LUMA[1]).add_(x[:, 2:3], alpha=_LUMA[2])
+
+
+def _col(f: torch.Tensor) -> torch.Tensor:
+    return f.view(-1, 1, 1, 1)
+
+
+def _adjust_brightness(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """torchvision adjust_brightness with a factor per sample."""
+    return (x * _col(f)).clamp_(0, 1)
+
+
+def _adjust_contrast(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """torchvision adjust_contrast (blend with the mean luma) with a factor per sample."""
+    m = _gray(x).mean(dim=(1, 2, 3), keepdim=True)
+    return (x * _col(f) + m * _col(1 - f)).clamp_(0, 1)
+
+
+def _adjust_saturation(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """torchvision adjust_saturation (blend with the luma image); identity on 1 channel."""
+    if x.shape[1] == 1:
+        return x
+    return (x * _col(f) + _gray(x) * _col(1 - f)).clamp_(0, 1)
+
+
+def _adjust_hue(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """torchvision adjust_hue (RGB -> HSV, shift H, -> RGB) with a shift per sample.
+
+    Fused to few kernels: with v = max, c = max - min (so v s = c), hue in sixths is
+    h6 = (g - b)/c, 2 + (b - r)/c or 4 + (r - g)/c (Pillow's case order, as torchvision),
+    and back to RGB in closed form: channel_n = v - c clamp(min(k, 4 - k), 0, 1) with
+    k = (n + h6') mod 6, n = 5, 3, 1 for R, G, B -- the same function as torchvision's
+    sector table, without its gather.  Factor 0 (and 1 channel) is the exact identity.
+    """
+    if x.shape[1] == 1:
+        return x
+    r, g, b = x.unbind(1)
+    minc, maxc = torch.aminmax(x, dim=1)
+    cr = maxc - minc
+    num = torch.where(maxc == r, g - b, torch.where(maxc == g, (b - r).add_(cr, alpha=2.0),
+                                                    (r - g).add_(cr, alpha=4.0)))
+    h6 = num.div_(torch.where(cr == 0, torch.ones_like(cr), cr))  # c = 0 -> num = 0
+    h6 = torch.remainder(h6.add_(6.0 * f.view(-1, 1, 1)), 6.0)
+    out = []
+    for n in (5.0, 3.0, 1.0):  # R, G, B
+        k = torch.remainder(h6 + n, 6.0)
+        out.append(torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0).mul_(cr).neg_().add_(maxc))
+    y = torch.stack(out, 1)
+    # torchvision returns early on factor 0: keep those samples bit-exact
+    return torch.where(_col(f) != 0, y, x)
+
+
+def _linear_slot(x: torch.Tensor, op: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """Apply to each sample one of brightness/contrast/saturation (op 0/1/2) or nothing (-1).
+
+    All three are clamp(a x + c gray(x) + d mean(gray(x))) with per-sample (a, c, d):
+    brightness (f, 0, 0), contrast (f, 0, 1-f), saturation (f, 1-f, 0); nothing is
+    (1, 0, 0), which returns x bit-exactly.  One pass covers every sample's op.
+    """
+    f = factors.gather(1, op.clamp(min=0).unsqueeze(1)).squeeze(1)
+    identity = op < 0
+    if x.shape[1] == 1:
+        identity = identity | (op == 2)
+    f = torch.where(identity, torch.ones_like(f), f)
+    c = torch.where(op == 2, 1 - f, torch.zeros_like(f))
+    d = torch.where(op == 1, 1 - f, torch.zeros_like(f))
+    g = _gray(x)
+    m = g.mean(dim=(1, 2, 3), keepdim=True)
+    bias = torch.addcmul(m * _col(d), g, _col(c))         # (N, 1, H, W)
+    return torch.addcmul(bias, x, _col(f)).clamp_(0, 1)
+
+
+def _color_jitter(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """ColorJitter with per-sample factors (N, 4) and per-sample op order (N, K).
+
+    Random order, exactly and vectorised: brightness, contrast and saturation are the same
+    blend with different coefficients (``_linear_slot``), so one batched pass can apply a
+    different one of them to each sample.  Hue is the only costly op, so it runs once:
+    a sample whose hue comes at position p has p linear ops before it and 3 - p after, so
+    the fixed schedule [3 linear slots, hue, 3 linear slots] (pre slot s takes order[:, s]
+    if s < p, post slot s takes order[:, s + 1] if s >= p, other slots are identities)
+    realises every one of the 24 orders.  Cost: 6 cheap blends + 1 HSV round trip, vs
+    4 HSV round trips for "apply every op in every slot" or an approximation with a few
+    fixed orders.  Without hue (K = 3) it is just 3 linear slots.
+    """
+    if order.shape[1] == 3:
+        for s in range(3):
+            x = _linear_slot(x, order[:, s], factors)
+        return x
+    p = (order == 3).to(torch.uint8).argmax(dim=1)
+    none = torch.full_like(p, -1)
+    for s in range(3):
+        x = _linear_slot(x, torch.where(p > s, order[:, s], none), factors)
+    x = _adjust_hue(x, factors[:, 3])
+    for s in range(3):
+        x = _linear_slot(x, torch.where(p <= s, order[:, s + 1], none), factors)
+    return x
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """torchvision gaussian_blur (reflect padding) with a sigma per sample.
+
+    Separable: two depthwise convolutions with one kernel row per (sample, channel), i.e.
+    groups = N * C in a single conv call each.
+    """
+    n, c, hh, ww = x.shape
+    half = (kernel_size - 1) / 2
+    t = torch.linspace(-half, half, kernel_size, device=x.device, dtype=x.dtype)
+    k = torch.softmax(-0.5 * (t / sigma.to(x.dtype).unsqueeze(1)) ** 2, dim=1)  # (N, k), normalised
+    k = k.repeat_interleave(c, dim=0)                                       # (N*C, k)
+    pad = kernel_size // 2
+    y = F.pad(x.reshape(1, n * c, hh, ww), (pad, pad, pad, pad), mode="reflect")
+    y = F.conv2d(y, k.view(n * c, 1, 1, kernel_size), groups=n * c)
+    y = F.conv2d(y, k.view(n * c, 1, kernel_size, 1), groups=n * c)
+    return y.view(n, c, hh, ww)
+
+
+def _normalize(y: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float] | None) -> torch.Tensor:
+    """In-place per-channel Normalize from Python scalars (no host->device copy).
+
+    A 3-value mean/std on a 1-channel image uses the average of the three.
+    """
+    if mean is None:
+        return y
+    if std is None:
+        raise ValueError("mean given without std")
+    c = y.shape[1]
+    mean, std = list(mean), list(std)
+    if len(mean) != c or len(std) != c:
+        if len(mean) == 1 and len(std) == 1:
+            mean, std = mean * c, std * c
+        elif c == 1 and len(mean) == 3 and len(std) == 3:
+            mean, std = [sum(mean) / 3], [sum(std) / 3]
+        else:
+            raise ValueError(f"mean/std of length {len(mean)}/{len(std)} for {c}-channel images")
+    for i in range(c):
+        y[:, i].sub_(mean[i]).div_(std[i])
+    return y
+
+
+def _check_input(x: torch.Tensor) -> None:
+    if x.dim() != 4 or x.shape[-1] not in (1, 3):
+        raise ValueError(f"expected uint8 images (B, H, W, C) with C in (1, 3), got shape {tuple(x.shape)}")
+    if x.dtype != torch.uint8:
+        raise TypeError(f"expected uint8 images, got {x.dtype}")
+
+
+def _to_float_nchw(x: torch.Tensor) -> torch.Tensor:
+    """uint8 NHWC -> float32 NCHW in [0, 1] (a channels_last-strided view of one copy)."""
+    return x.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
+
+
+# ---- public API ---------------------------------------------------------------------------------
+class GPUAugment(torch.nn.Module):
+    """The policy of an ``AugmentSpec`` applied on the input's device, parameters per sample.
+
+    Stateless (no parameters or buffers): ``.to(device)`` is a no-op, kept for symmetry.
+    """
+
+    def __init__(self, spec: AugmentSpec, out_size: int) -> None:
+        super().__init__()
+        if out_size < 2:
+            raise ValueError(f"out_size must be >= 2, got {out_size}")
+        for name in ("flip_p", "jitter_p", "grayscale_p", "blur_p", "solarize_p"):
+            if not 0.0 <= getattr(spec, name) <= 1.0:
+                raise ValueError(f"{name} must be a probability, got {getattr(spec, name)}")
+        if not 0.0 <= spec.hue <= 0.5:
+            raise ValueError(f"hue must be in [0, 0.5], got {spec.hue}")
+        if min(spec.brightness, spec.contrast, spec.saturation) < 0:
+            raise ValueError("brightness, contrast and saturation must be non-negative")
+        if not (0 < spec.crop_scale[0] <= spec.crop_scale[1] and 0 < spec.crop_ratio[0] <= spec.crop_ratio[1]):
+            raise ValueError(f"bad crop_scale {spec.crop_scale} or crop_ratio {spec.crop_ratio}")
+        if spec.blur_p > 0 and not 0 < spec.blur_sigma[0] <= spec.blur_sigma[1]:
+            raise ValueError(f"bad blur_sigma {spec.blur_sigma}")
+        self.spec = spec
+        self.out_size = int(out_size)
+        self.blur_kernel = blur_kernel_size(self.out_size)
+
+    def extra_repr(self) -> str:
+        return f"out_size={self.out_size}, spec={self.spec}"
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """x: uint8 (B, H, W, C) on any device, C in {1, 3}. Returns float32 (B, C, out, out),
+        values in [0, 1] before the optional Normalize."""
+        return self.views(x, 1, generator)
+
+    def views(self, x: torch.Tensor, n_views: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n_views`` independent views of the batch, view-major: (n_views * B, C, out, out).
+
+        One float conversion of the input and one ``grid_sample`` for all views: the views'
+        sampling grids are stacked along the output height, so the input is not repeated.
+        """
+        _check_input(x)
+        spec, out = self.spec, self.out_size
+        b, hh, ww, c = x.shape
+        n = n_views * b
+        dev = x.device
+        gdev = generator.device if generator is not None else dev
+        u = torch.rand(n, _N_RAND, generator=generator, device=gdev).to(dev, non_blocking=True)
+        p = _draw_params(u, spec, hh, ww, c)
+
+        # crop + flip: one grid_sample for the whole batch and all views
+        theta = _crop_theta(p.top, p.left, p.height, p.width, p.flip, hh, ww)
+        grid = F.affine_grid(theta, [n, c, out, out], align_corners=False)
+        if n_views > 1:
+            grid = grid.view(n_views, b, out, out, 2).transpose(0, 1).reshape(b, n_views * out, out, 2)
+        y = F.grid_sample(_to_float_nchw(x), grid, mode="bilinear", padding_mode="border", align_corners=False)
+        if n_views > 1:
+            y = y.view(b, c, n_views, out, out).permute(2, 0, 1, 3, 4).reshape(n, c, out, out)
+        y = y.clamp_(0, 1)  # bilinear weights can overshoot 1 by an ulp; jitter relies on [0, 1]
+
+        if spec.jitter_p > 0:
+            y = _color_jitter(y, p.factors, p.order)
+        if spec.grayscale_p > 0 and c == 3:
+            y = torch.where(_col(p.gray), _gray(y).expand(-1, 3, -1, -1), y)
+        if spec.blur_p > 0:
+            y = torch.where(_col(p.blur), _gaussian_blur(y, p.sigma, self.blur_kernel), y)
+        if spec.solarize_p > 0:
+            y = torch.where(_col(p.solarize) & (y >= 0.5), 1.0 - y, y)
+        return _normalize(y, spec.mean, spec.std)
+
+
+def eval_transform(x: torch.Tensor, out_size: int, mean: Sequence[float] | None = None,
+                   std: Sequence[float] | None = None) -> torch.Tensor:
+    """The deterministic test-time transform: uint8 NHWC -> float32 NCHW in [0,1], resized
+    (bilinear, antialias) to out_size when sizes differ, optionally normalised."""
+    _check_input(x)
+    y = _to_float_nchw(x)
+    if y.shape[-2:] != (out_size, out_size):
+        y = F.interpolate(y, size=(out_size, out_size), mode="bilinear", align_corners=False, antialias=True)
+        y = y.clamp_(0, 1)
+    return _normalize(y, mean, std)
+
+
+def two_views(aug: GPUAugment, x: torch.Tensor, generator: torch.Generator | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two independent augmented views of the same batch (one batched call, then split).
+
+    The views are independent draws, but not the same numbers as two ``aug(x)`` calls.
+    """
+    v = aug.views(x, 2, generator)
+    b = x.shape[0]
+    return v[:b], v[b:]

@@ -24,6 +24,14 @@ EPILOG_RUN = """examples:
 """
 
 
+EPILOG_REPORT = """examples:
+  clusterbench report --results runs/                                   # Markdown to stdout
+  clusterbench report --results runs/ --format latex --paper -o table.tex
+  clusterbench report --results runs/ --html --paper --data-root ~/data -o report.html
+  clusterbench report --results results --paper --data-root ~/data --output-dir results   # every format + figures
+"""
+
+
 def _registry(args: argparse.Namespace):
     from clusterbench.plugins import load_local_plugin, load_registry
 
@@ -107,17 +115,90 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+OUTPUT_FILES = (("markdown", "LEADERBOARD.md"), ("latex", "leaderboard.tex"), ("csv", "leaderboard.csv"),
+                ("html", "report.html"))
+
+
+def _dataset_loader(reg, data_root: str | None):
+    """rec -> the ImageData the run was measured on (digest checked), for the figures that need images."""
+    import json
+
+    from clusterbench.runner import Spec, instantiate_dataset, load_dataset
+
+    cache: dict[tuple[str, str], object] = {}
+
+    def load(rec: dict) -> object:
+        ds = rec["dataset"]
+        options = ds.get("options") if isinstance(ds.get("options"), dict) else {}
+        key = (ds["name"], json.dumps(options, sort_keys=True))
+        if key not in cache:
+            try:
+                spec = Spec(ds["name"], tuple((str(k), str(v)) for k, v in sorted(options.items())))
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    data = load_dataset(instantiate_dataset(reg, spec, data_root))
+                cache[key] = data
+            except Exception as exc:  # noqa: BLE001 - reported as a note in the report
+                cache[key] = DataError(f"{type(exc).__name__}: {exc}" if not isinstance(exc, (ConfigError, DataError))
+                                       else str(exc))
+        data = cache[key]
+        if isinstance(data, Exception):
+            raise data
+        want = ds.get("digest")
+        if want and data.digest() != want:
+            raise DataError(f"the data found for {spec_text(ds)} has digest {data.digest()}, but the runs used "
+                            f"{want} (other files, or another --data-root?)")
+        return data
+
+    return load
+
+
+def spec_text(ds: dict) -> str:
+    opts = ds.get("options") if isinstance(ds.get("options"), dict) else {}
+    return ds["name"] + ("[" + ",".join(f"{k}={v}" for k, v in sorted(opts.items())) + "]" if opts else "")
+
+
 def cmd_report(args: argparse.Namespace) -> int:
-    from clusterbench.records import ResultsStore
-    from clusterbench.report import render
+    from clusterbench.records import ResultsStore, atomic_write_bytes
+    from clusterbench.report import build_figures, render
 
     store = ResultsStore(args.results, create=False)
-    text = render(list(store.iter_records(strict=True)), args.format)
-    if args.output:
-        Path(args.output).write_text(text)
-        print(f"wrote {args.output}", file=sys.stderr)
+    records = list(store.iter_records(strict=True))  # a broken record: RecordError naming the file, exit 2
+    if args.output_dir:
+        if args.output:
+            raise ConfigError("give either --output or --output-dir, not both")
+        out_dir = Path(args.output_dir)
+        outputs = [(fmt, out_dir / name) for fmt, name in OUTPUT_FILES]
     else:
-        print(text)
+        outputs = [(args.format, Path(args.output) if args.output else None)]
+    html = any(fmt == "html" for fmt, _ in outputs)
+    reg = _registry(args) if (args.paper or html) else None
+    reported = reg.reported_results() if args.paper else None
+    figures, notes = [], []
+    if html:
+        figures = build_figures(records, lambda rec: store.run_dir(rec["run_id"]),
+                                _dataset_loader(reg, args.data_root), max_methods=args.figure_methods)
+        if reg is not None and reg.failed:
+            notes.append("plugins that failed to import (their reported numbers are missing): "
+                         + "; ".join(f"{k} ({v})" for k, v in reg.failed.items()))
+    for fmt, path in outputs:
+        text = render(records, fmt, reported=reported, figures=figures, notes=notes,
+                      title=args.title, source=str(store.root))
+        if path is None:
+            print(text)
+            continue
+        atomic_write_bytes(path, text.encode())
+        print(f"wrote {path}", file=sys.stderr)
+    if args.output_dir:
+        fig_dir = Path(args.output_dir) / "figures"
+        for ds in figures:
+            for fig in ds.figures:
+                atomic_write_bytes(fig_dir / f"{fig.key}.png", fig.png)
+        if any(ds.figures for ds in figures):
+            print(f"wrote {fig_dir}/ ({sum(len(ds.figures) for ds in figures)} PNG figures)", file=sys.stderr)
+    for ds in figures:
+        for note in ds.notes:
+            print(f"clusterbench: note: {note}", file=sys.stderr)
     return 0
 
 
@@ -236,10 +317,23 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--output", "-o", help="write the figures as JSON")
     b.set_defaults(func=cmd_bench)
 
-    rep = sub.add_parser("report", help="rebuild leaderboards from a results directory")
+    rep = sub.add_parser("report", help="rebuild leaderboards (and an HTML report with figures) from a results "
+                                        "directory", epilog=EPILOG_REPORT,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     rep.add_argument("--results", default=DEFAULT_RESULTS)
-    rep.add_argument("--format", default="markdown", choices=["markdown", "latex", "csv"])
+    rep.add_argument("--format", default="markdown", choices=["markdown", "latex", "csv", "html"])
+    rep.add_argument("--html", dest="format", action="store_const", const="html", help="same as --format html")
     rep.add_argument("--output", "-o", help="write to this file instead of stdout")
+    rep.add_argument("--output-dir", metavar="DIR",
+                     help="write every format at once: DIR/LEADERBOARD.md, leaderboard.tex, leaderboard.csv, "
+                          "report.html and DIR/figures/*.png")
+    rep.add_argument("--paper", action="store_true",
+                     help="add the numbers each paper reports (from the plugins) under the matching measured rows")
+    rep.add_argument("--data-root", help="where dataset files are: the html report reloads each dataset for its "
+                                         "confusion matrices and sample grids (skipped, with a note, if it cannot)")
+    rep.add_argument("--figure-methods", type=int, default=4, metavar="N",
+                     help="confusion matrix and sample grid for the N best methods of each dataset (default 4)")
+    rep.add_argument("--title", default="clusterbench report", help="title of the html report")
     rep.set_defaults(func=cmd_report)
     return p
 

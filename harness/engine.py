@@ -223,9 +223,11 @@ class Engine:
         n = len(data)
         bs = self.batch_size
 
+        spe = self.steps_per_epoch
+
         def progress() -> float:
-            return budget.fraction(epoch=state["epoch"] + state.get("in_epoch", 0) / max(1, self.steps_per_epoch),
-                                   step=state["step"], images=state["images"], seconds=state["seconds"])
+            return budget.fraction(epoch=state["step"] / spe, step=state["step"], images=state["images"],
+                                   seconds=state["seconds"])
 
         done = budget.exhausted(epoch=state["epoch"], step=state["step"], images=state["images"],
                                 seconds=state["seconds"])
@@ -237,7 +239,6 @@ class Engine:
             terms_sum: dict[str, torch.Tensor] = {}
             steps_this_epoch = 0
             for i in range(self.steps_per_epoch):
-                state["in_epoch"] = i
                 frac = progress()
                 v1, v2 = stepper.views(aug, x_dev[perm[i * bs:(i + 1) * bs]], gen)
                 terms = stepper(v1, v2, frac)
@@ -257,14 +258,13 @@ class Engine:
                     break
             self._sync()
             state["seconds"] += time.perf_counter() - t0
-            complete = steps_this_epoch == self.steps_per_epoch
-            if complete:
-                state["epoch"] += 1
-            state["in_epoch"] = 0
             mean_loss = (loss_sum / max(1, steps_this_epoch)).item()  # one sync per epoch
             if not math.isfinite(mean_loss):
                 ctx.stats.update(diverged_at_epoch=state["epoch"], diverged_at_step=state["step"])
-                raise TrainingDiverged(f"loss became {mean_loss} in epoch {state['epoch']} (step {state['step']})")
+                raise TrainingDiverged(f"loss became {mean_loss} in epoch {state['epoch']} (by step {state['step']})")
+            complete = steps_this_epoch == self.steps_per_epoch
+            if complete:
+                state["epoch"] += 1
             done = done or budget.exhausted(epoch=state["epoch"], step=state["step"], images=state["images"],
                                             seconds=state["seconds"])
             point: dict[str, Any] = {
@@ -284,7 +284,7 @@ class Engine:
             if not done and complete and state["epoch"] % max(1, ctx.settings.checkpoint_every) == 0:
                 self._save(model, opt, gen, state)
         ctx.stats.update(train_seconds=state["seconds"], images_seen=state["images"], steps=state["step"],
-                         epochs=state["epoch"] + state.get("in_epoch", 0) / max(1, self.steps_per_epoch),
+                         epochs=state["step"] / self.steps_per_epoch,
                          evaluated_step=state["step"], batch_size=bs, views_per_image=2,
                          steps_per_epoch=self.steps_per_epoch, input_size=size, n_clusters=self.n_clusters)
         return model

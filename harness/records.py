@@ -86,6 +86,15 @@ def make_run_id(identity: dict[str, Any]) -> str:
     return f"{safe(identity['method'])}--{safe(identity['dataset']['name'])}--s{identity['seed']}--{digest}"
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -94,6 +103,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+            if hasattr(os, "fchmod"):  # mkstemp makes 0600; give the mode a plain open() would (umask)
+                os.fchmod(f.fileno(), 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -145,7 +156,39 @@ def validate_record(rec: Any, source: str) -> dict[str, Any]:
                     raise RecordError(f"{source}: protocols.{proto}.{name}={value} is outside [0, 1]")
     if "dataset" in rec and "name" not in rec["dataset"]:
         raise RecordError(f"{source}: dataset.name is missing")
+    _validate_optional(rec, source)
     return rec
+
+
+OPTIONAL_KEYS = {  # fields reports read: absent or null is fine, another type is not
+    "method_spec": str, "primary_protocol": str, "cost": dict, "env": dict, "engine": dict, "stats": dict,
+    "curve": list, "error": dict, "protocols_requested": list,
+}
+
+
+def _validate_optional(rec: dict[str, Any], source: str) -> None:
+    for key, typ in OPTIONAL_KEYS.items():
+        if rec.get(key) is not None and not isinstance(rec[key], typ):
+            raise RecordError(f"{source}: field {key!r} should be {typ.__name__}, got {type(rec[key]).__name__}")
+    ds = rec["dataset"]
+    if not isinstance(ds["name"], str) or not ds["name"]:
+        raise RecordError(f"{source}: dataset.name should be a non-empty string, got {ds['name']!r}")
+    for key, typ in (("options", dict), ("digest", str)):
+        if ds.get(key) is not None and not isinstance(ds[key], typ):
+            raise RecordError(f"{source}: dataset.{key} should be {typ.__name__}, got {type(ds[key]).__name__}")
+    for key, value in rec["budget"].items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise RecordError(f"{source}: budget.{key} should be a number, got {value!r}")
+    for key, value in (rec.get("cost") or {}).items():
+        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+            raise RecordError(f"{source}: cost.{key} should be a number, got {value!r}")
+    for i, point in enumerate(rec.get("curve") or []):
+        if not isinstance(point, dict):
+            raise RecordError(f"{source}: curve[{i}] should be an object, got {type(point).__name__}")
+        for name in ("acc", "nmi"):
+            v = point.get(name)
+            if v is not None and (not isinstance(v, (int, float)) or not 0 <= v <= 1):
+                raise RecordError(f"{source}: curve[{i}].{name}={v!r} is not a number in [0, 1]")
 
 
 def load_record(path: Path) -> dict[str, Any]:

@@ -279,18 +279,20 @@ def run_grid(
     result = GridResult()
     total = len(method_specs) * len(datasets) * len(seeds)
     reporter.start(total)
-    for ds in datasets:
+    for dname, ds in zip(dataset_names, datasets):
         t = time.perf_counter()
         data = load_dataset(ds)
         reporter.note(f"loaded {ds.name}: {len(data)} images {data.x.shape[1:]} , {data.n_classes} classes "
                       f"({time.perf_counter() - t:.1f}s)")
         digest = data.digest()
+        for mspec in method_specs:  # before the first cell of this dataset runs
+            k = getattr(instantiate_method(registry, mspec).params, "n_clusters", 0) or data.n_classes
+            if k > len(data):
+                raise DataError(f"dataset {dname.strip()!r} has {len(data)} images, fewer than K={k} clusters "
+                                f"(the clusters {mspec} is asked to make)")
         for mspec in method_specs:
             for seed in seeds:
                 method = instantiate_method(registry, mspec)
-                k = getattr(method.params, "n_clusters", 0) or data.n_classes
-                if k > len(data):
-                    raise DataError(f"dataset {ds.name!r} has {len(data)} images, fewer than K={k} clusters")
                 label = f"{mspec} on {ds.name} seed {seed}"
                 outcome = run_cell(registry, method, mspec, ds, data, digest, seed, budget, settings, store,
                                    protocols, force, progress=reporter.cell_progress(label))

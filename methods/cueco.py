@@ -182,17 +182,19 @@ class CueCoNetwork(nn.Module):
         self.register_buffer("queue", F.normalize(torch.randn(2, queue_size, proj_dim), dim=2))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
 
-    def centroid_scores(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, K) cosine similarities of projections to the centroids."""
-        return F.normalize(z.float(), dim=1) @ F.normalize(self.centroids.float(), dim=1).t()
+    def centroid_scores(self, z: torch.Tensor, detach_centroids: bool = False) -> torch.Tensor:
+        """(B, K) cosine similarities of projections to the centroids, in float32 (no autocast:
+        the balanced assignment divides them by epsilon = 0.05, beyond bf16's precision)."""
+        c = self.centroids.detach() if detach_centroids else self.centroids
+        with torch.autocast(z.device.type, enabled=False):
+            return F.normalize(z.float(), dim=1) @ F.normalize(c.float(), dim=1).t()
 
     def forward(self, v1: torch.Tensor, v2: torch.Tensor):
         z1, z2 = self.query(v1), self.query(v2)
         with torch.no_grad():
             k1, k2 = self.key(v1), self.key(v2)
-            c = F.normalize(self.centroids.detach().float(), dim=1)
-            ks1 = F.normalize(k1.float(), dim=1) @ c.t()
-            ks2 = F.normalize(k2.float(), dim=1) @ c.t()
+            ks1 = self.centroid_scores(k1, detach_centroids=True)
+            ks2 = self.centroid_scores(k2, detach_centroids=True)
         return z1, z2, k1, k2, self.centroid_scores(z1), self.centroid_scores(z2), ks1, ks2
 
     @torch.no_grad()

@@ -76,7 +76,11 @@ number once checked against the paper.
 Presets: ``paper`` (the defaults) and ``fast``: a shallower ViT (depth 6, width 384, 12
 heads) at the dataset's own resolution (32x32 on CIFAR -> patch 4, 8x8 tokens), batch 256,
 no blur (as SimCLR/CC on 32x32 images) -- a harness choice for an equal-budget comparison
-next to CC's fast preset, not the paper's setting.
+next to CC's fast preset, not the paper's setting.  Measured train-step throughput on one
+H100 (bf16, channels_last, batch 256 at 32x32, augmentation excluded): about 7,800 img/s
+eager / 9,400 compiled, against 11,000 / 9,900 for ``cc[preset=fast]``; a narrower,
+deeper variant (depth 7, width 256) was slower (7,100 / 7,600).  The paper setting (224x224,
+batch 128) runs about 2,500 / 3,100 img/s.
 """
 
 from __future__ import annotations

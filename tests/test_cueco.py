@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from clusterbench.momentum import cosine_momentum, ema_update, momentum_copy
@@ -160,18 +162,31 @@ def test_warmup_cosine():
 
 
 # ---- the model ------------------------------------------------------------------------------
+_BASE: dict[str, nn.Module] = {}
+
+
 def _tiny(**over):
+    """A small CueCo (ResNet-18, CIFAR stem, 8x8 inputs, K = 5) and a fresh copy of its network.
+
+    The ResNet is built once per test module and deep-copied (its initialisation dominates
+    the CPU time); the queue is rebuilt at the requested size.
+    """
     p = {"backbone": "resnet18", "small_stem": True, "image_size": 0, "hidden_dim": 32, "proj_dim": 16,
          "queue_size": 24}
     p.update(over)
     m = CueCo(CueCo.resolve_params(p))
-    torch.manual_seed(0)
-    return m, m.build_model(3, 16, 5)
+    if "net" not in _BASE:
+        torch.manual_seed(0)
+        _BASE["net"] = m.build_model(3, 8, 5)
+    net = copy.deepcopy(_BASE["net"])
+    net.queue = F.normalize(torch.randn(2, m.params.queue_size, m.params.proj_dim), dim=2)
+    net.queue_ptr.zero_()
+    return m, net
 
 
 def test_shapes_terms_and_gradients():
     m, net = _tiny()
-    x1, x2 = torch.rand(6, 3, 16, 16), torch.rand(6, 3, 16, 16)
+    x1, x2 = torch.rand(6, 3, 8, 8), torch.rand(6, 3, 8, 8)
     assert m.cluster_logits(net, x1).shape == (6, 5)
     assert m.embed(net, x1).shape == (6, 512)
     terms = m.training_loss(net, x1, x2)
@@ -191,7 +206,7 @@ def test_shapes_terms_and_gradients():
 
 def test_after_step_updates_key_network_and_queue():
     m, net = _tiny(momentum_base=0.9, momentum_final=1.0)
-    x1, x2 = torch.rand(10, 3, 16, 16), torch.rand(10, 3, 16, 16)
+    x1, x2 = torch.rand(10, 3, 8, 8), torch.rand(10, 3, 8, 8)
     opt = m.configure_optimizer(net)
     terms = m.training_loss(net, x1, x2)
     keys = [k.clone() for k in m._pending_keys]
@@ -206,17 +221,25 @@ def test_after_step_updates_key_network_and_queue():
     assert int(net.queue_ptr) == 10
     assert torch.allclose(net.queue[0, :10], _unit(keys[0]), atol=1e-5)
     assert torch.allclose(net.queue[1, :10], _unit(keys[1]), atol=1e-5)
-    # wrap-around: 10 more keys fill slots 10..23 then 0..? (queue of 24)
-    m.training_loss(net, x1, x2)
-    m.after_step(net, 0.5)
-    m.training_loss(net, x1, x2)
-    m.after_step(net, 1.0)
-    assert int(net.queue_ptr) == 30 % 24
+    assert m._pending_keys is None
+
+
+def test_queue_is_fifo_and_wraps_around():
+    _, net = _tiny(queue_size=8)
+    batches = [torch.randn(3, 16) for _ in range(4)]
+    for b in batches:
+        net.enqueue(b, -b)
+    # 12 keys into 8 slots: keys 0..7 fill the queue, keys 8..11 overwrite slots 0..3
+    newest = torch.cat(batches)[-8:]  # keys 4..11: keys 4..7 sit in slots 4..7, keys 8..11 in slots 0..3
+    expected = torch.cat([newest[4:], newest[:4]])
+    assert int(net.queue_ptr) == 12 % 8
+    assert torch.allclose(net.queue[0], _unit(expected), atol=1e-6)
+    assert torch.allclose(net.queue[1], -_unit(expected), atol=1e-6)
 
 
 def test_in_batch_negatives_when_queue_is_empty():
     m, net = _tiny(queue_size=0)
-    terms = m.training_loss(net, torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16))
+    terms = m.training_loss(net, torch.rand(4, 3, 8, 8), torch.rand(4, 3, 8, 8))
     assert torch.isfinite(terms["loss"])
     m.after_step(net, 0.3)  # nothing to enqueue, no error
 

@@ -39,6 +39,7 @@ Differences from torchvision a user should know about:
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
@@ -286,22 +287,33 @@ def _color_jitter(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor) -
     return x
 
 
+def _blur_matrices(sigma: torch.Tensor, kernel_size: int, size: int) -> torch.Tensor:
+    """(N, size, size) banded matrices M with (M v) = 1-D Gaussian blur of v, reflect-padded."""
+    half = (kernel_size - 1) / 2
+    dev = sigma.device
+    t = torch.linspace(-half, half, kernel_size, device=dev)
+    w = torch.softmax(-0.5 * (t / sigma.float().unsqueeze(1)) ** 2, dim=1)  # (N, k): torchvision's kernel
+    idx = torch.arange(size, device=dev).unsqueeze(1) + torch.arange(kernel_size, device=dev) - kernel_size // 2
+    idx = idx.abs()                                              # reflect at 0 (edge pixel not repeated)
+    idx = torch.where(idx > size - 1, 2 * (size - 1) - idx, idx)  # reflect at size - 1
+    n = sigma.shape[0]
+    m = torch.zeros(n, size, size, device=dev)
+    return m.scatter_add_(2, idx.expand(n, size, kernel_size), w.unsqueeze(1).expand(n, size, kernel_size))
+
+
 def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
     """torchvision gaussian_blur (reflect padding) with a sigma per sample.
 
-    Separable: two depthwise convolutions with one kernel row per (sample, channel), i.e.
-    groups = N * C in a single conv call each.
+    Separable, each pass one batched matmul with a per-sample banded matrix that folds in
+    the padding: out = M_h x M_w^T.  A per-sample kernel rules out one plain conv; the
+    grouped (groups = N*C) depthwise conv was ~3x slower on an H100 at 224 px.
+    Padding needs kernel_size // 2 < H, W (true for the ~10%-of-size kernel).
     """
     n, c, hh, ww = x.shape
-    half = (kernel_size - 1) / 2
-    t = torch.linspace(-half, half, kernel_size, device=x.device, dtype=x.dtype)
-    k = torch.softmax(-0.5 * (t / sigma.to(x.dtype).unsqueeze(1)) ** 2, dim=1)  # (N, k), normalised
-    k = k.repeat_interleave(c, dim=0)                                       # (N*C, k)
-    pad = kernel_size // 2
-    y = F.pad(x.reshape(1, n * c, hh, ww), (pad, pad, pad, pad), mode="reflect")
-    y = F.conv2d(y, k.view(n * c, 1, 1, kernel_size), groups=n * c)
-    y = F.conv2d(y, k.view(n * c, 1, kernel_size, 1), groups=n * c)
-    return y.view(n, c, hh, ww)
+    mw = _blur_matrices(sigma, kernel_size, ww)
+    mh = mw if hh == ww else _blur_matrices(sigma, kernel_size, hh)
+    y = torch.bmm(x.reshape(n, c * hh, ww), mw.transpose(1, 2)).view(n, c, hh, ww)
+    return torch.matmul(mh.unsqueeze(1), y)
 
 
 def _normalize(y: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float] | None) -> torch.Tensor:
@@ -344,9 +356,15 @@ class GPUAugment(torch.nn.Module):
     """The policy of an ``AugmentSpec`` applied on the input's device, parameters per sample.
 
     Stateless (no parameters or buffers): ``.to(device)`` is a no-op, kept for symmetry.
+
+    ``compile=True`` runs the colour jitter (most of the cost: ~7 memory-bound passes
+    that eager PyTorch cannot fuse) through ``torch.compile`` on CUDA inputs.  On an H100
+    at 512 x 224 px it took the jitter from 10.3 to 3.7 ms (512 x 32 px: 3.1 -> 0.34 ms) for
+    ~10 s of compilation on first use, same results to ~1e-6.  Off by default (CPU
+    inputs always run eager); if compilation fails, it warns and falls back to eager.
     """
 
-    def __init__(self, spec: AugmentSpec, out_size: int) -> None:
+    def __init__(self, spec: AugmentSpec, out_size: int, *, compile: bool = False) -> None:
         super().__init__()
         if out_size < 2:
             raise ValueError(f"out_size must be >= 2, got {out_size}")
@@ -364,6 +382,20 @@ class GPUAugment(torch.nn.Module):
         self.spec = spec
         self.out_size = int(out_size)
         self.blur_kernel = blur_kernel_size(self.out_size)
+        self._use_compile = bool(compile)  # not ``self.compile``: that is nn.Module's method
+        self._compiled_jitter = None
+
+    def _jitter(self, y: torch.Tensor, factors: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+        if not (self._use_compile and y.is_cuda):
+            return _color_jitter(y, factors, order)
+        if self._compiled_jitter is None:
+            self._compiled_jitter = torch.compile(_color_jitter)
+        try:
+            return self._compiled_jitter(y, factors, order)
+        except Exception as e:  # no Triton, no compiler, ...: the eager path is the reference anyway
+            warnings.warn(f"torch.compile of the colour jitter failed, running it eagerly: {e!r}")
+            self._use_compile = False
+            return _color_jitter(y, factors, order)
 
     def extra_repr(self) -> str:
         return f"out_size={self.out_size}, spec={self.spec}"
@@ -396,16 +428,17 @@ class GPUAugment(torch.nn.Module):
         y = F.grid_sample(_to_float_nchw(x), grid, mode="bilinear", padding_mode="border", align_corners=False)
         if n_views > 1:
             y = y.view(b, c, n_views, out, out).permute(2, 0, 1, 3, 4).reshape(n, c, out, out)
-        y = y.clamp_(0, 1)  # bilinear weights can overshoot 1 by an ulp; jitter relies on [0, 1]
-
-        if spec.jitter_p > 0:
-            y = _color_jitter(y, p.factors, p.order)
+        if spec.jitter_p > 0:  # every linear slot clamps to [0, 1]
+            y = self._jitter(y, p.factors, p.order)
+        else:  # bilinear weights can overshoot 1 by an ulp
+            y = y.clamp_(0, 1)
         if spec.grayscale_p > 0 and c == 3:
             y = torch.where(_col(p.gray), _gray(y).expand(-1, 3, -1, -1), y)
         if spec.blur_p > 0:
-            y = torch.where(_col(p.blur), _gaussian_blur(y, p.sigma, self.blur_kernel), y)
-        if spec.solarize_p > 0:
-            y = torch.where(_col(p.solarize) & (y >= 0.5), 1.0 - y, y)
+            y = torch.where(_col(p.blur), _gaussian_blur(y, p.sigma, self.blur_kernel).clamp_(0, 1), y)
+        if spec.solarize_p > 0:  # threshold 0.5 for the chosen samples, unreachable 2 for the others
+            thr = torch.where(p.solarize, 0.5, 2.0)
+            y = torch.where(y >= _col(thr), 1.0 - y, y)
         return _normalize(y, spec.mean, spec.std)
 
 

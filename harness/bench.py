@@ -102,7 +102,8 @@ def _pil_transform(spec, size: int):
 
 
 def bench_step(method: DeepMethod, x: np.ndarray, n_classes: int, settings: EngineSettings, *, steps: int = 30,
-               warmup: int = 10, pil_workers: int | None = None, pil_steps: int | None = None) -> StepBench:
+               warmup: int = 10, pil_workers: int | None = None, pil_steps: int | None = None,
+               profile: bool = False) -> StepBench:
     """Images/s of the three paths for one method, batch and input size."""
     device = torch.device(settings.device)
     bs = int(method.params.batch_size)
@@ -134,6 +135,16 @@ def bench_step(method: DeepMethod, x: np.ndarray, n_classes: int, settings: Engi
         stepper(v1, v2, 0.5)
 
     t_harness = timed(harness, steps, warmup, device)
+    if profile:
+        from torch.profiler import ProfilerActivity, profile as torch_profile
+
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with torch_profile(activities=acts) as prof:
+            for _ in range(10):
+                harness()
+            _sync(device)
+        key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+        print(prof.key_averages().table(sort_by=key, row_limit=25), flush=True)
 
     # 3. the usual PIL + DataLoader pipeline feeding the same step
     workers = pil_workers if pil_workers is not None else min(16, os.cpu_count() or 1)
@@ -160,7 +171,7 @@ def bench_step(method: DeepMethod, x: np.ndarray, n_classes: int, settings: Engi
     return StepBench(method.name, size, bs, bs / t_model, bs / t_harness, bs / t_pil if t_pil else None, workers)
 
 
-def bench_eval(n: int = 60000, dim: int = 512, k: int = 10, niter: int = 20, seed: int = 0) -> dict[str, float]:
+def bench_eval(n: int = 60000, dim: int = 512, k: int = 10, niter: int = 20, nredo: int = 3, seed: int = 0) -> dict[str, float]:
     """Metrics + Hungarian at n samples, and faiss vs scikit-learn k-means on n x dim features."""
     from sklearn.cluster import KMeans
 
@@ -170,19 +181,19 @@ def bench_eval(n: int = 60000, dim: int = 512, k: int = 10, niter: int = 20, see
     rng = np.random.default_rng(seed)
     y = rng.integers(0, k, n)
     centers = rng.normal(0, 1, (k, dim)).astype(np.float32)
-    feats = (centers[y] + rng.normal(0, 2.0, (n, dim))).astype(np.float32)
+    feats = (centers[y] + rng.normal(0, 1.0, (n, dim))).astype(np.float32)
     pred = np.where(rng.random(n) < 0.7, y, rng.integers(0, k, n))
     t = time.perf_counter()
     evaluate(y, pred)
     t_metrics = time.perf_counter() - t
     t = time.perf_counter()
-    lab_faiss = kmeans(feats, k, seed=seed, niter=niter, nredo=1)
+    lab_faiss = kmeans(feats, k, seed=seed, niter=niter, nredo=nredo)
     t_faiss = time.perf_counter() - t
     t = time.perf_counter()
-    lab_sk = KMeans(k, init="random", n_init=1, max_iter=niter, tol=0.0, random_state=seed,
+    lab_sk = KMeans(k, n_init=nredo, max_iter=niter, tol=0.0, random_state=seed,
                     algorithm="lloyd").fit_predict(feats)
     t_sk = time.perf_counter() - t
-    return {"n": n, "dim": dim, "k": k, "niter": niter, "metrics_seconds": t_metrics,
+    return {"n": n, "dim": dim, "k": k, "niter": niter, "restarts": nredo, "metrics_seconds": t_metrics,
             "faiss_seconds": t_faiss, "sklearn_seconds": t_sk, "faiss_speedup": t_sk / t_faiss,
             "faiss_acc": evaluate(y, lab_faiss)["acc"], "sklearn_acc": evaluate(y, lab_sk)["acc"]}
 

@@ -132,21 +132,22 @@ def _dataset_loader(reg, data_root: str | None):
         options = ds.get("options") if isinstance(ds.get("options"), dict) else {}
         key = (ds["name"], json.dumps(options, sort_keys=True))
         if key not in cache:
+            cache.clear()  # figures are drawn one dataset at a time: hold one dataset in memory
             try:
                 spec = Spec(ds["name"], tuple((str(k), str(v)) for k, v in sorted(options.items())))
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     data = load_dataset(instantiate_dataset(reg, spec, data_root))
-                cache[key] = data
+                cache[key] = (data, data.digest())
             except Exception as exc:  # noqa: BLE001 - reported as a note in the report
                 cache[key] = DataError(f"{type(exc).__name__}: {exc}" if not isinstance(exc, (ConfigError, DataError))
                                        else str(exc))
-        data = cache[key]
-        if isinstance(data, Exception):
-            raise data
+        if isinstance(cache[key], Exception):
+            raise cache[key]
+        data, digest = cache[key]
         want = ds.get("digest")
-        if want and data.digest() != want:
-            raise DataError(f"the data found for {spec_text(ds)} has digest {data.digest()}, but the runs used "
+        if want and digest != want:
+            raise DataError(f"the data found for {spec_text(ds)} has digest {digest}, but the runs used "
                             f"{want} (other files, or another --data-root?)")
         return data
 
@@ -158,8 +159,17 @@ def spec_text(ds: dict) -> str:
     return ds["name"] + ("[" + ",".join(f"{k}={v}" for k, v in sorted(opts.items())) + "]" if opts else "")
 
 
+def _write(path: Path, data: bytes) -> None:
+    from clusterbench.records import atomic_write_bytes
+
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
 def cmd_report(args: argparse.Namespace) -> int:
-    from clusterbench.records import ResultsStore, atomic_write_bytes
+    from clusterbench.records import ResultsStore
     from clusterbench.report import build_figures, render
 
     store = ResultsStore(args.results, create=False)
@@ -187,13 +197,13 @@ def cmd_report(args: argparse.Namespace) -> int:
         if path is None:
             print(text)
             continue
-        atomic_write_bytes(path, text.encode())
+        _write(path, text.encode())
         print(f"wrote {path}", file=sys.stderr)
     if args.output_dir:
         fig_dir = Path(args.output_dir) / "figures"
         for ds in figures:
             for fig in ds.figures:
-                atomic_write_bytes(fig_dir / f"{fig.key}.png", fig.png)
+                _write(fig_dir / f"{fig.key}.png", fig.png)
         if any(ds.figures for ds in figures):
             print(f"wrote {fig_dir}/ ({sum(len(ds.figures) for ds in figures)} PNG figures)", file=sys.stderr)
     for ds in figures:
@@ -229,7 +239,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 if not method.deep:
                     continue
                 r = bench_step(method, x, data.n_classes, settings, steps=args.steps,
-                               pil_workers=args.workers, pil_steps=0 if args.no_pil else None)
+                               pil_workers=args.workers, pil_steps=0 if args.no_pil else None,
+                               profile=args.profile)
                 ips = None
                 if args.inference:
                     model = method.build_model(data.channels, size, data.n_classes).to(device)
@@ -307,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--steps", type=int, default=30, help="timed steps per measurement")
     b.add_argument("--workers", type=int, default=None, help="DataLoader workers for the PIL path (default: min(16, cpus))")
     b.add_argument("--no-pil", action="store_true", help="skip the PIL + DataLoader path")
+    b.add_argument("--profile", action="store_true", help="print torch.profiler's top operators of the harness step")
     b.add_argument("--inference", action="store_true", help="also time feature extraction")
     b.add_argument("--kmeans", action="store_true", help="also time metrics and faiss vs scikit-learn k-means")
     b.add_argument("--kmeans-n", type=int, default=60000)

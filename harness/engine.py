@@ -121,7 +121,8 @@ def run_inference(method: DeepMethod, model: nn.Module, data: ImageData, device:
         with _autocast(device, precision):
             outs.append(fn(model, xb))
     model.train(was_training)
-    return torch.cat(outs).cpu().numpy()
+    out = torch.cat(outs)
+    return (out.float() if out.is_floating_point() else out).cpu().numpy()  # numpy has no bf16
 
 
 class TrainStep:

@@ -73,6 +73,12 @@ def _colors(n: int) -> list:
     return [cmap(i % cmap.N) for i in range(n)]
 
 
+def _wrap(text: str, width: int = 60) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width)) or text
+
+
 def _safe(s: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in s)
 
@@ -220,7 +226,7 @@ def confusion_figure(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int,
     names = list(class_names) if len(class_names) == k else [str(i) for i in range(k)]
     frac = counts / np.maximum(1, counts.sum(axis=1, keepdims=True))
     side = min(9.0, 2.2 + 0.42 * max(k, c))
-    fig = _figure(side + 1.2, side)
+    fig = _figure(max(6.0, side + 1.2), max(4.8, side))
     ax = fig.subplots()
     im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
     if max(k, c) <= 15:
@@ -236,7 +242,7 @@ def confusion_figure(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int,
     ax.set_ylabel("true class")
     ax.set_xlabel("predicted cluster → matched class")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label="fraction of the class")
-    ax.set_title(f"{title}\nACC {mt.acc:.3f} after Hungarian matching" if title
+    ax.set_title(f"{_wrap(title)}\nACC {mt.acc:.3f} after Hungarian matching" if title
                  else f"ACC {mt.acc:.3f} after Hungarian matching", fontsize=10)
     return to_png(fig)
 
@@ -288,13 +294,13 @@ def sample_grid(x: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, n_classes
     width = 2.0 + per_cluster * 0.75
     fig = _figure(width, 0.75 * len(shown) + 0.8)
     ax = fig.subplots()
-    ax.imshow(mosaic, interpolation="nearest")
+    ax.imshow(mosaic, interpolation="antialiased")  # nearest when enlarging, smoothed when shrinking
     ax.set_yticks([r * (tile + gap) + tile / 2 for r in range(len(shown))], labels, fontsize=7)
     ax.set_xticks([])
     for s in ax.spines.values():
         s.set_visible(False)
     more = f" ({len(shown)} of {len(mt.order)} clusters, the largest)" if len(shown) < len(mt.order) else ""
-    ax.set_title((title + "\n" if title else "") + f"random samples per predicted cluster{more}; "
+    ax.set_title((_wrap(title, 90) + "\n" if title else "") + f"random samples per predicted cluster{more}; "
                  "green: class = matched class, red: not", fontsize=9)
     return to_png(fig)
 
@@ -321,12 +327,14 @@ def representative_runs(records: Sequence[dict[str, Any]], group: Callable[[dict
     return out
 
 
-def _device_of(records: Sequence[dict[str, Any]]) -> str:
-    names = set()
+def _device_of(records: Sequence[dict[str, Any]]) -> tuple[str, bool]:
+    """The device(s) the runs trained on, and whether all of them were GPUs."""
+    names, gpus = set(), True
     for rec in records:
         env = rec.get("env") if isinstance(rec.get("env"), dict) else {}
-        names.add(str(env.get("gpu") or (rec.get("engine") or {}).get("device") or "cpu"))
-    return ", ".join(sorted(names))
+        gpus = gpus and bool(env.get("gpu"))
+        names.add(str(env.get("gpu") or (f"CPU ({env['cpu']})" if env.get("cpu") else "CPU")))
+    return ", ".join(sorted(names)), gpus and bool(names)
 
 
 def dataset_figures(
@@ -352,12 +360,13 @@ def dataset_figures(
         out.figures.append(FigureOut(f"{key}-curves-epochs", f"{dataset}: ACC and NMI against epochs",
                                      "Cheap in-training evaluation (the method's head) every few epochs; "
                                      "one line per seed.", png))
-    device = _device_of(deep)
+    device, gpu = _device_of(deep)
+    unit = "GPU-seconds" if gpu else "seconds"
     png = learning_curves(deep, "train_seconds", label=label, title=f"{dataset}: learning curves",
-                          xlabel=f"training seconds on {device}" if device else None)
+                          xlabel=f"training {unit} ({device})" if device else None)
     if png:
         out.figures.append(FigureOut(f"{key}-curves-seconds", f"{dataset}: ACC and NMI against training time",
-                                     f"Training time excludes evaluation; device: {device}.", png))
+                                     f"Training {unit}, evaluation excluded; device: {device}.", png))
     png = throughput_bars(throughput, title=f"{dataset}: throughput")
     if png:
         out.figures.append(FigureOut(f"{key}-throughput", f"{dataset}: throughput",

@@ -299,6 +299,8 @@ def build_tables(agg: pd.DataFrame, reported: Iterable[dict[str, Any]] | None = 
                 best.append(set())
                 is_rep.append(True)
         frame = pd.DataFrame(rows, columns=list(rows[0]))
+        if not citations and "Source" in frame.columns:  # no paper numbers for this dataset
+            frame = frame.drop(columns="Source")
         caption = _caption(str(dataset), sub, bool(citations), "Linear acc" in frame.columns)
         tables.append(Table(str(dataset), frame, best, is_rep, caption, citations))
     return tables

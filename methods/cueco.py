@@ -72,7 +72,6 @@ from clusterbench.losses import neg_entropy_of_mean
 from clusterbench.momentum import cosine_momentum, ema_update, momentum_copy
 
 PAPER = "Giakoumoglou & Stathaki, Cluster Contrast for Unsupervised Visual Representation Learning, ICIP 2025"
-RECIPE = "not in the readable part of the paper: solo-learn CIFAR MoCo v2+ recipe"
 
 
 # ---- the loss, as pure functions (float32 inside) ---------------------------------------
@@ -126,17 +125,23 @@ def swapped_cluster_loss(s1: torch.Tensor, s2: torch.Tensor, t1: torch.Tensor, t
     return (l1 + l2) / 2
 
 
+def balanced_assignment(scores: torch.Tensor, epsilon: float, n_iters: int, hard: bool) -> torch.Tensor:
+    """Targets from key-centroid scores: Sinkhorn-Knopp, then (``hard``) one-hot of its argmax."""
+    t = sinkhorn_knopp(scores, epsilon, n_iters)
+    return F.one_hot(t.argmax(1), t.shape[1]).float() if hard else t
+
+
 def cueco_loss(z1, z2, k1, k2, s1, s2, ks1, ks2, queue1, queue2, *, temperature: float,
                cluster_temperature: float, epsilon: float, sinkhorn_iters: int,
-               cluster_weight: float) -> dict[str, torch.Tensor]:
+               cluster_weight: float, hard: bool = False) -> dict[str, torch.Tensor]:
     """L = L_con + lambda L_clu for one batch of two views (see the module docstring).
 
     ``z*``: query projections, ``k*``: key projections, ``s*``: query-centroid cosines,
     ``ks*``: key-centroid cosines, ``queue1/2``: past keys of view 1/2 (or None).
     """
     l_con = (infonce(z1, k2, queue2, temperature) + infonce(z2, k1, queue1, temperature)) / 2
-    t1 = sinkhorn_knopp(ks1, epsilon, sinkhorn_iters)
-    t2 = sinkhorn_knopp(ks2, epsilon, sinkhorn_iters)
+    t1 = balanced_assignment(ks1, epsilon, sinkhorn_iters, hard)
+    t2 = balanced_assignment(ks2, epsilon, sinkhorn_iters, hard)
     l_clu = swapped_cluster_loss(s1, s2, t1, t2, cluster_temperature)
     with torch.no_grad():  # a diagnostic, not minimised: log K - H(mean query assignment)
         balance = neg_entropy_of_mean(torch.cat([s1, s2]).float().div(cluster_temperature).softmax(1))
@@ -239,6 +244,8 @@ class CueCo(DeepMethod):
         cluster_temperature: float = param(0.1, "temperature tau_c of the query-centroid softmax (SwAV)", None)
         sinkhorn_epsilon: float = param(0.05, "entropic regularisation of the balanced assignment (SwAV)", None)
         sinkhorn_iters: int = param(3, "Sinkhorn-Knopp iterations (SwAV)", None)
+        hard_assignment: bool = param(False, "one-hot targets (argmax of the balanced assignment) instead of "
+                                             "soft ones", None)
         cluster_weight: float = param(1.0, "lambda, weight of the clustering loss (harness choice: equal weights)",
                                       None)
         momentum_base: float = param(0.99, "key-network EMA momentum at the start (solo-learn CIFAR)", None)
@@ -293,7 +300,7 @@ class CueCo(DeepMethod):
                            queue[0] if use_queue else None, queue[1] if use_queue else None,
                            temperature=p.temperature, cluster_temperature=p.cluster_temperature,
                            epsilon=p.sinkhorn_epsilon, sinkhorn_iters=p.sinkhorn_iters,
-                           cluster_weight=p.cluster_weight)
+                           cluster_weight=p.cluster_weight, hard=p.hard_assignment)
         self._pending_keys = (k1.detach(), k2.detach())
         return terms
 

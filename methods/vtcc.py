@@ -27,8 +27,8 @@ is *not* the usual ViT-S/16): patch 16 at 224x224 (14x14 = 196 tokens + [CLS]), 
 D = 384, depth 8, 12 heads (head width 32), MLP ratio 4, qkv bias, LayerNorm eps 1e-6, no
 dropout or drop-path; fixed (not learned) 2-D sin-cos position embeddings with a zero
 embedding for [CLS] (built with timm's ``build_sincos2d_pos_embed``: MoCo v3's embedding
-up to the order of its features); MoCo v3 initialisation (Xavier-uniform linears, Q/K/V initialised
-as three separate matrices, [CLS] ~ N(0, 1e-6)).  The transformer is timm's
+up to the order of its features); MoCo v3 initialisation (Xavier-uniform linears, Q/K/V
+initialised as three separate matrices, [CLS] ~ N(0, 1e-6)).  The transformer is timm's
 ``VisionTransformer`` / ``Block`` / ``Attention``, whose attention is PyTorch's fused
 ``F.scaled_dot_product_attention`` (``fused_attn``; checked in the tests).
 
@@ -76,11 +76,11 @@ number once checked against the paper.
 Presets: ``paper`` (the defaults) and ``fast``: a shallower ViT (depth 6, width 384, 12
 heads) at the dataset's own resolution (32x32 on CIFAR -> patch 4, 8x8 tokens), batch 256,
 no blur (as SimCLR/CC on 32x32 images) -- a harness choice for an equal-budget comparison
-next to CC's fast preset, not the paper's setting.  Measured train-step throughput on one
-H100 (bf16, channels_last, batch 256 at 32x32, augmentation excluded): about 7,800 img/s
-eager / 9,400 compiled, against 11,000 / 9,900 for ``cc[preset=fast]``; a narrower,
-deeper variant (depth 7, width 256) was slower (7,100 / 7,600).  The paper setting (224x224,
-batch 128) runs about 2,500 / 3,100 img/s.
+next to CC's fast preset, not the paper's setting.  Measured on one H100 (bf16,
+channels_last, batch 256 at 32x32, ``clusterbench bench``): 8,000 img/s for the model step
+alone and 6,700 with the harness's augmentation, against 12,500 / 9,000 for
+``cc[preset=fast]``; a narrower, deeper variant (depth 7, width 256) was slower than this
+one.  The paper setting (224x224, batch 128) trains at about 2,500 img/s (model step, eager).
 """
 
 from __future__ import annotations
@@ -242,7 +242,7 @@ def vtcc_augmentation(blur_p: float, solarize_p: float) -> AugmentSpec:
 # ---- the plugin ---------------------------------------------------------------------------------
 class VTCC(DeepMethod):
     name = "vtcc"
-    description = "Vision Transformer for Contrastive Clustering: CC's losses on a conv-stem ViT (Ling et al., 2022)"
+    description = "Vision Transformer for Contrastive Clustering: CC's losses on a conv-stem ViT (Ling et al.)"
     paper = PAPER
     version = "1"
 

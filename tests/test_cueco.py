@@ -166,12 +166,12 @@ _BASE: dict[str, nn.Module] = {}
 
 
 def _tiny(**over):
-    """A small CueCo (ResNet-18, CIFAR stem, 8x8 inputs, K = 5) and a fresh copy of its network.
+    """A small CueCo (ResNet-18, ImageNet stem: cheapest on a CPU, 8x8 inputs, K = 5) and a fresh copy of its network.
 
     The ResNet is built once per test module and deep-copied (its initialisation dominates
     the CPU time); the queue is rebuilt at the requested size.
     """
-    p = {"backbone": "resnet18", "small_stem": True, "image_size": 0, "hidden_dim": 32, "proj_dim": 16,
+    p = {"backbone": "resnet18", "small_stem": False, "image_size": 0, "hidden_dim": 32, "proj_dim": 16,
          "queue_size": 24}
     p.update(over)
     m = CueCo(CueCo.resolve_params(p))
@@ -268,7 +268,7 @@ def test_reported_results_hook():
 def test_cli_fit_on_tiny_data(tmp_path):
     from clusterbench.cli import main
 
-    spec = "cueco[preset=fast,batch_size=32,hidden_dim=64,proj_dim=32,queue_size=64]"
+    spec = "cueco[preset=fast,small_stem=false,batch_size=16,hidden_dim=64,proj_dim=32,queue_size=64]"
     rc = main(["run", "--methods", spec, "--datasets", "synthetic[n=96,size=16]", "--seeds", "0",
                "--budget", "steps=4", "--device", "cpu", "--results", str(tmp_path)])
     assert rc == 0

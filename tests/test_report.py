@@ -1,0 +1,331 @@
+"""``clusterbench report``: leaderboards in four formats, paper rows, figures, the HTML page.
+
+A small results store is made once through ``clusterbench run`` with a local plugin file:
+``curvy`` behaves like a deep method for the report (it logs a per-epoch learning curve and
+training throughput as the engine does) and its plugin reports "paper" numbers through the
+``clusterbench_reported_results`` hook; ``boom`` always fails.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import re
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clusterbench.cli import main
+
+PLUGIN = r'''
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from clusterbench import Method, hookimpl, param
+
+
+class Curvy(Method):
+    name = "curvy"
+    description = "test: labels from the data's own order, with an engine-like learning curve"
+    deep = True  # trained under the run's budget, as far as records go
+
+    @dataclass(frozen=True)
+    class Params:
+        speed: float = param(1000.0, "pretend training images/s")
+        quality: float = param(0.8, "fraction of images labelled by their true cluster")
+
+    def fit(self, data, ctx):
+        rng = np.random.default_rng(ctx.seed)
+        truth = data.y  # a test method may peek; real methods never do
+        k = data.n_classes
+        perm = rng.permutation(k)  # cluster ids are not class ids: the report must match them
+        good = rng.random(len(data)) < self.params.quality
+        self._labels = np.where(good, perm[truth], rng.integers(0, k, len(data)))
+        epochs = int(ctx.budget.epochs or 3)
+        for e in range(1, epochs + 1):
+            f = e / epochs
+            lab = np.where(rng.random(len(data)) < f, self._labels, rng.integers(0, k, len(data)))
+            m = ctx.evaluate(lab)
+            ctx.log_point(epoch=e, step=4 * e, images=e * len(data), train_seconds=e * len(data) / self.params.speed,
+                          loss=1.0 / e, images_per_s=self.params.speed, acc=m["acc"], nmi=m["nmi"], ari=m["ari"])
+        ctx.stats.update(train_seconds=epochs * len(data) / self.params.speed, images_seen=epochs * len(data))
+
+    def predict(self, data):
+        return self._labels
+
+
+class Boom(Curvy):
+    name = "boom"
+    description = "test: always fails"
+
+    def fit(self, data, ctx):
+        raise RuntimeError("exploded on purpose")
+
+
+@hookimpl
+def clusterbench_methods():
+    return [Curvy, Boom]
+
+
+@hookimpl
+def clusterbench_reported_results():
+    return [
+        {"method": "curvy", "dataset": "synthetic", "protocol": "head", "citation": "Doe et al., Curvy, 2099, Table 1",
+         "metrics": {"acc": 0.99, "nmi": 0.95}},
+        {"method": "kmeans", "dataset": "synthetic", "protocol": "kmeans", "citation": "other protocol",
+         "metrics": {"acc": 0.5}},
+        {"method": "curvy", "dataset": "cifar10", "protocol": "head", "citation": "not run here", "metrics": {"acc": 0.9}},
+        {"method": "kmeans", "dataset": "synthetic", "protocol": "head", "citation": "Roe 2098, in percent",
+         "metrics": {"acc": 79.0}},
+    ]
+'''
+
+DATA = "synthetic[n=60,classes=3,size=8]"
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_faiss_thread():
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A results store: kmeans, curvy (two settings) and a failing method, seeds 0 and 1."""
+    root = tmp_path_factory.mktemp("report")
+    plugin = root / "curvy_plugin.py"
+    plugin.write_text(PLUGIN)
+    results = root / "res"
+    rc = main(["--plugin", str(plugin), "run", "--methods", "kmeans[nredo=1]", "curvy", "curvy[speed=500,quality=0.6]",
+               "boom", "--datasets", DATA, "--seeds", "0", "1", "--budget", "epochs=4", "--results", str(results),
+               "--device", "cpu", "--quiet"])
+    assert rc == 1  # boom failed
+    return root, plugin, results
+
+
+def report(capsys, plugin: Path, results: Path, *args: str) -> tuple[int, str, str]:
+    rc = main(["--plugin", str(plugin), "report", "--results", str(results), *args])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def table_rows(markdown: str, dataset: str) -> list[dict[str, str]]:
+    section = markdown.split(f"### {dataset}\n", 1)[1].split("\n### ", 1)[0]
+    lines = [ln for ln in section.splitlines() if ln.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    return [dict(zip(header, (c.strip() for c in ln.strip("|").split("|")))) for ln in lines[2:]]
+
+
+def means(results: Path) -> dict[str, float]:
+    """method spec -> mean ACC over seeds, from the records themselves."""
+    accs: dict[str, list[float]] = {}
+    for p in results.glob("runs/*/record.json"):
+        rec = json.loads(p.read_text())
+        if rec["status"] == "done":
+            accs.setdefault(rec["method_spec"], []).append(rec["protocols"]["head"]["acc"])
+    return {k: float(np.mean(v)) for k, v in accs.items()}
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data.startswith(PNG)
+    return struct.unpack(">II", data[16:24])
+
+
+# ---- leaderboards ------------------------------------------------------------------------------
+def test_markdown_with_paper_rows(store, capsys):
+    _, plugin, results = store
+    with pytest.warns(UserWarning, match=r"kmeans on synthetic \(Roe 2098, in percent\): acc=79.0 is not a "
+                                         r"fraction in \[0, 1\]; skipped"):  # named, never shown as if right
+        rc, out, err = report(capsys, plugin, results, "--paper")
+    assert rc == 0, err
+    rows = table_rows(out, "synthetic")
+    methods = [r["Method"] for r in rows]
+    # the paper's row sits right under the measured row it matches; nothing else matched
+    assert methods.index("*curvy (reported)*") == methods.index("curvy") + 1
+    assert [m for m in methods if "reported" in m] == ["*curvy (reported)*"]
+    rep = rows[methods.index("*curvy (reported)*")]
+    acc = means(results)
+    assert rep["ACC"] == f"0.990 (Δ {acc['curvy'] - 0.99:+.3f})"
+    assert rep["NMI"].startswith("0.950 (Δ -") and rep["ARI"] == "–"
+    assert rep["Budget"] == "paper" and rep["Seeds"] == "–" and rep["Source"] == "reported [1]"
+    assert "[1] Doe et al., Curvy, 2099, Table 1" in out
+    # bold marks the best *measured* mean, even though the paper's number is higher
+    measured = [r for r in rows if r["Source"] == "measured"]
+    bold = [r for r in measured if r["ACC"].startswith("**")]
+    assert len(bold) == 1 and float(bold[0]["ACC"].strip("*").split("±")[0]) == pytest.approx(
+        max(acc.values()), abs=5e-4)
+    assert not any("**" in v for v in rep.values())
+    # the caption says how the numbers were measured
+    assert "Evaluation protocol: head (the method's own cluster assignment)." in out
+    assert "Training budget: epochs=4 for every deep method; shallow baselines (budget -)" in out
+    assert "Δ = measured mean − reported" in out
+    # the failed runs are listed under the tables, never in them
+    assert "boom" not in methods
+    assert "2 failed run(s), not in the tables:" in out and "RuntimeError: exploded on purpose" in out
+
+
+def test_markdown_without_paper_has_no_paper_rows(store, capsys):
+    _, plugin, results = store
+    rc, out, _ = report(capsys, plugin, results)
+    assert rc == 0
+    rows = table_rows(out, "synthetic")
+    assert {r["Method"] for r in rows} == {"kmeans[nredo=1]", "curvy", "curvy[speed=500,quality=0.6]"}
+    assert "Source" not in rows[0] and "reported" not in out
+    assert all(r["Seeds"] == "2" and "±" in r["ACC"] for r in rows)
+
+
+def test_latex_with_paper_rows(store, capsys):
+    _, plugin, results = store
+    rc, out, _ = report(capsys, plugin, results, "--format", "latex", "--paper")
+    assert rc == 0
+    assert r"\caption{Clustering results on synthetic (mean $\pm$ std over seeds" in out
+    assert "Training budget: epochs=4" in out and r"$\Delta$ = measured mean - reported" in out
+    line = next(ln for ln in out.splitlines() if ln.startswith(r"\textit{curvy (reported)}"))
+    assert r"\textit{0.990 ($\Delta$ " in line and line.endswith(r"\\")
+    assert r"{\footnotesize [1] Doe et al., Curvy, 2099, Table 1}" in out
+    body = [ln for ln in out.splitlines() if ln.endswith(r"\\") and "&" in ln]
+    assert len({ln.count("&") for ln in body}) == 1  # every row has every column
+    assert out.count(r"\textbf{") >= 3 and "±" not in out and "Δ" not in out
+
+
+def test_csv_with_paper_rows(store, capsys):
+    _, plugin, results = store
+    rc, out, _ = report(capsys, plugin, results, "--format", "csv", "--paper")
+    assert rc == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    (rep,) = [r for r in rows if r["source"] == "reported"]
+    assert rep["method"] == "curvy" and rep["dataset"] == "synthetic" and rep["budget"] == "paper"
+    assert float(rep["acc_mean"]) == 0.99 and rep["citation"] == "Doe et al., Curvy, 2099, Table 1"
+    measured = {r["method"]: r for r in rows if r["source"] == "measured"}
+    assert float(measured["curvy"]["acc_mean"]) == pytest.approx(means(results)["curvy"], rel=1e-5)
+
+
+# ---- the HTML report and --output-dir -------------------------------------------------------------
+@pytest.fixture(scope="module")
+def output_dir(store):
+    root, plugin, results = store
+    out = root / "site"
+    assert main(["--plugin", str(plugin), "report", "--results", str(results), "--paper", "--figure-methods", "2",
+                 "--output-dir", str(out)]) == 0
+    return out
+
+
+def test_output_dir_writes_every_format(store, output_dir, capsys):
+    _, plugin, results = store
+    assert sorted(p.name for p in output_dir.iterdir()) == ["LEADERBOARD.md", "figures", "leaderboard.csv",
+                                                            "leaderboard.tex", "report.html"]
+    for fmt, name in (("markdown", "LEADERBOARD.md"), ("latex", "leaderboard.tex"), ("csv", "leaderboard.csv")):
+        rc, out, _ = report(capsys, plugin, results, "--format", fmt, "--paper")
+        assert rc == 0 and out == (output_dir / name).read_text() + "\n", name
+
+
+def test_html_report_is_one_self_contained_file(output_dir):
+    html = (output_dir / "report.html").read_text()
+    assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
+    assert not re.findall(r'(?:src|href)="(?!data:)', html)  # nothing fetched from elsewhere
+    figures = dict(re.findall(r'<figure id="([^"]+)"><img alt="[^"]*" src="data:image/png;base64,([^"]+)"', html))
+    expected = {"synthetic-curves-epochs", "synthetic-curves-seconds", "synthetic-throughput",
+                "synthetic-confusion-curvy", "synthetic-samples-curvy",  # the two best methods (--figure-methods 2)
+                "synthetic-confusion-curvy_speed_500_quality_0.6_", "synthetic-samples-curvy_speed_500_quality_0.6_"}
+    assert set(figures) == expected
+    for key, b64 in figures.items():
+        png = base64.b64decode(b64)
+        w, h = png_size(png)
+        assert 300 < w < 2000 and 200 < h < 2000, (key, w, h)
+        assert (output_dir / "figures" / f"{key}.png").read_bytes() == png  # the same figure, as a file
+    # the figures show something: not a blank canvas
+    from PIL import Image
+
+    for key in ("synthetic-confusion-curvy", "synthetic-samples-curvy", "synthetic-curves-epochs"):
+        img = np.asarray(Image.open(output_dir / "figures" / f"{key}.png").convert("L"), dtype=float)
+        assert img.std() > 20, key
+    # the table: bold best, the paper's row marked, the failed runs listed
+    assert html.count("<b>") >= 3 and '<tr class="reported"><td class="t">curvy (reported)</td>' in html
+    assert "Failed runs (2)" in html and "boom on synthetic seed 0: RuntimeError: exploded on purpose" in html
+    assert "Evaluation protocol: head" in html
+
+
+def test_confusion_matrix_is_in_matched_order():
+    from clusterbench.plots import match_clusters
+
+    y = np.repeat(np.arange(4), 5)
+    pred = np.array([2, 3, 0, 1])[y]  # a perfect clustering under other names
+    pred[0] = 1  # one class-0 image in class 3's cluster
+    m = match_clusters(y, pred, 4)
+    assert m.order == [2, 3, 0, 1] and m.match == {2: 0, 3: 1, 0: 2, 1: 3}
+    assert m.acc == pytest.approx(19 / 20)
+    assert m.counts.trace() == 19 and m.counts[0, 3] == 1
+    # more clusters than classes: the unmatched ones come last
+    m = match_clusters(y, np.where(np.arange(20) % 5 == 0, 9, pred), 4)
+    assert m.order[-1] == 9 and 9 not in m.match and m.counts.shape == (4, 5)
+
+
+# ---- figures that need the data -------------------------------------------------------------------
+@pytest.fixture
+def npz_store(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 256, (30, 8, 8, 1), dtype=np.uint8), np.arange(30) % 3
+    np.savez(tmp_path / "data.npz", x=x, y=y)
+    results = tmp_path / "res"
+    assert main(["run", "--methods", "kmeans[nredo=1]", "--datasets", f"npz[path={tmp_path / 'data.npz'}]",
+                 "--seeds", "0", "--results", str(results), "--device", "cpu", "--quiet"]) == 0
+    capsys.readouterr()
+    return tmp_path, results
+
+
+def html_of(capsys, results: Path, *args: str) -> tuple[str, str]:
+    assert main(["report", "--results", str(results), "--html", *args]) == 0
+    out, err = capsys.readouterr()
+    return out, err
+
+
+def test_figures_from_a_reloaded_dataset(npz_store, capsys):
+    _, results = npz_store
+    html, err = html_of(capsys, results)
+    assert 'id="npz-confusion-kmeans_nredo_1_"' in html and 'id="npz-samples-kmeans_nredo_1_"' in html
+    assert "could not be loaded" not in html and "note" not in err
+
+
+@pytest.mark.parametrize("damage,fragment", [
+    ("delete", "data.npz not found"),
+    ("replace", "but the runs used"),
+    ("labels", "labels.npy"),
+])
+def test_figures_that_need_the_data_are_skipped_with_a_note(npz_store, capsys, damage, fragment):
+    tmp_path, results = npz_store
+    if damage == "delete":
+        (tmp_path / "data.npz").unlink()
+    elif damage == "replace":  # other data under the same name
+        np.savez(tmp_path / "data.npz", x=np.zeros((30, 8, 8, 1), np.uint8), y=np.arange(30) % 3)
+    else:
+        next(results.glob("runs/*/labels.npy")).write_bytes(b"garbage")
+    html, err = html_of(capsys, results)
+    assert 'id="npz-throughput"' in html  # the figures that need no data are still there
+    assert "npz-confusion" not in html and "npz-samples" not in html
+    notes = re.findall(r"<li>([^<]*)</li>", html)
+    assert any(fragment in n and "skipped" in n for n in notes), notes
+    assert "clusterbench: note: " in err and fragment in err
+
+
+def test_runs_on_different_data_of_one_name_are_never_averaged(tmp_path, capsys):
+    results = tmp_path / "res"
+    for n in (30, 36):
+        assert main(["run", "--methods", "kmeans[nredo=1]", "--datasets", f"synthetic[n={n},classes=3,size=8]",
+                     "--seeds", "0", "--results", str(results), "--device", "cpu", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["report", "--results", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert "### synthetic[classes=3,n=30,size=8]" in out and "### synthetic[classes=3,n=36,size=8]" in out
+    assert [r["Seeds"] for r in table_rows(out, "synthetic[classes=3,n=30,size=8]")] == ["1"]

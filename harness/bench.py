@@ -127,7 +127,7 @@ def bench_step(method: DeepMethod, x: np.ndarray, n_classes: int, settings: Engi
 
     # 2. the harness step: uint8 images on the device, GPU augmentation, same step
     x_dev = torch.from_numpy(x).to(device)
-    aug = GPUAugment(method.augmentation(None), size).to(device)
+    aug = GPUAugment(method.augmentation(None), size, compile=settings.compile).to(device)
 
     def harness():
         idx = torch.randint(0, len(x_dev), (bs,), device=device, generator=gen)

@@ -212,7 +212,7 @@ class Engine:
         model = method.build_model(data.channels, size, self.n_clusters).to(self.device)
         opt = method.configure_optimizer(model)
         stepper = TrainStep(method, model, opt, ctx.settings)
-        aug = GPUAugment(method.augmentation(data), size).to(self.device)
+        aug = GPUAugment(method.augmentation(data), size, compile=ctx.settings.compile).to(self.device)
         gen = torch.Generator(device=self.device)
         gen.manual_seed(ctx.derived_seed("engine"))
 

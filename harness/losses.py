@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -17,7 +19,7 @@ def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tenso
     z = F.normalize(torch.cat([a, b]).float(), dim=1)
     sim = z @ z.t() / temperature
     sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
-    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    target = torch.arange(2 * n, device=z.device).roll(n)  # made on the device: no host copy per step
     return F.cross_entropy(sim, target)
 
 
@@ -28,4 +30,4 @@ def neg_entropy_of_mean(p: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """
     q = p.float().sum(0)
     q = q / q.sum()
-    return torch.log(torch.tensor(float(p.shape[1]), device=p.device)) + (q * torch.log(q + eps)).sum()
+    return math.log(p.shape[1]) + (q * torch.log(q + eps)).sum()

@@ -137,6 +137,17 @@ def test_swapped_cluster_loss_matches_formula_and_penalises_collapse():
     assert swapped_cluster_loss(onehot, onehot, onehot, onehot, tau).item() < 1e-3
 
 
+def test_hard_assignment_is_one_hot_argmax_of_sinkhorn():
+    from clusterbench.methods.cueco import balanced_assignment
+
+    g = torch.Generator().manual_seed(5)
+    scores = torch.rand(8, 4, generator=g) * 2 - 1
+    soft = sinkhorn_knopp(scores, 0.05, 3)
+    hard = balanced_assignment(scores, 0.05, 3, hard=True)
+    assert torch.equal(hard, torch.eye(4)[soft.argmax(1)])
+    assert torch.allclose(balanced_assignment(scores, 0.05, 3, hard=False), soft)
+
+
 def test_cluster_imbalance_diagnostic():
     from clusterbench.methods.cueco import cueco_loss
 
@@ -249,8 +260,10 @@ def test_defaults_and_presets():
     assert (p.backbone, p.small_stem, p.image_size, p.batch_size) == ("resnet18", True, 0, 256)
     assert (p.lr, p.weight_decay, p.temperature, p.queue_size) == (0.3, 1e-4, 0.2, 32768)
     assert (p.momentum_base, p.momentum_final) == (0.99, 1.0)
+    assert p.hard_assignment and p.warmup == 0.01
     fast = CueCo.resolve_params(preset="fast")
     assert (fast.backbone, fast.small_stem, fast.image_size, fast.batch_size) == ("resnet18", True, 0, 256)
+    assert fast.warmup == 0.1
     assert CueCo.protocols[:1] == ("head",) and set(CueCo.protocols) == {"head", "kmeans", "linear"}
 
 

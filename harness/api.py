@@ -127,6 +127,10 @@ class Dataset(abc.ABC):
     image_size: ClassVar[int | None] = None
     channels: ClassVar[int | None] = None
     paper_benchmark: ClassVar[bool] = False
+    # Options that say how to obtain the data, never which data (``download=true``): recorded
+    # with a run but left out of its id, so asking to download does not make a second cell.
+    # The data digest is part of the id anyway, so different bytes still get a different id.
+    io_options: ClassVar[tuple[str, ...]] = ("download",)
 
     def __init__(self, root: str | Path | None = None, **options: Any) -> None:
         self.root = Path(root).expanduser() if root is not None else None
@@ -148,8 +152,16 @@ class Dataset(abc.ABC):
         """Read the data (never downloading unless the user asked) and return it."""
 
     def identity(self) -> dict[str, Any]:
-        """What identifies this dataset in a run id (its name and options; not the root)."""
-        return {"name": self.name, "options": {k: str(v) for k, v in sorted(self.options.items())}}
+        """What identifies this dataset in a run id: its name and the options that choose the data.
+
+        Not the root, and not :attr:`io_options` (see :meth:`io_identity`).
+        """
+        return {"name": self.name, "options": {k: str(v) for k, v in sorted(self.options.items())
+                                               if k not in self.io_options}}
+
+    def io_identity(self) -> dict[str, str]:
+        """The :attr:`io_options` given (e.g. ``{"download": "true"}``): recorded, not hashed."""
+        return {k: str(v) for k, v in sorted(self.options.items()) if k in self.io_options}
 
 
 class Method(abc.ABC):

@@ -95,7 +95,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError("no methods selected and no quick method installed")
     validate_grid(reg, methods, args.datasets or [DEFAULT_DATASET], args.data_root)
     settings = EngineSettings(device=_auto_device(args.device), precision=args.precision,
-                              compile=args.compile, eval_every=args.eval_every)
+                              compile=args.compile, eval_every=args.eval_every,
+                              cuda_graphs=not args.no_cuda_graphs, compile_augment=not args.no_compile_augment)
     if settings.device.startswith("cuda"):
         import torch
 
@@ -227,7 +228,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     reg = _registry(args)
     device = _auto_device(args.device)
-    settings = EngineSettings(device=device, precision=args.precision, compile=args.compile)
+    settings = EngineSettings(device=device, precision=args.precision, compile=args.compile,
+                              cuda_graphs=not args.no_cuda_graphs, compile_augment=not args.no_compile_augment)
     data = load_dataset(instantiate_dataset(reg, Spec.parse(args.dataset), args.data_root))
     x = data.x[: args.max_images]
     rows, out = [], {"env": environment(device), "settings": settings.__dict__, "dataset": args.dataset, "steps": []}
@@ -245,24 +247,35 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 if args.inference:
                     model = method.build_model(data.channels, size, data.n_classes).to(device)
                     ips = bench_inference(method, model, x, settings)
-                rows.append([str(mspec), size, bs, f"{r.model_only:,.0f}", f"{r.harness:,.0f}",
-                             f"{r.pil:,.0f}" if r.pil else "-", f"{r.efficiency:.2f}",
-                             f"{r.speedup:.1f}x" if r.speedup else "-", f"{ips:,.0f}" if ips else "-"])
+                rows.append([str(mspec), size, bs, f"{r.model_only_eager:,.0f}", f"{r.model_only:,.0f}",
+                             f"{r.harness_eager:,.0f}", f"{r.harness:,.0f}", f"{r.pil:,.0f}" if r.pil else "-",
+                             f"{r.pil_same_precision:,.0f}" if r.pil_same_precision else "-",
+                             f"{r.efficiency:.2f}", f"{r.speedup:.1f}x" if r.speedup else "-",
+                             f"{ips:,.0f}" if ips else "-"])
                 out["steps"].append({**r.__dict__, "efficiency": r.efficiency, "speedup": r.speedup,
                                      "method_spec": str(mspec), "inference_images_per_s": ips})
-                print(tabulate([rows[-1]], tablefmt="plain"), flush=True)
+                print(tabulate([rows[-1]], tablefmt="plain"), f"  [CUDA graphs {r.cuda_graphs}]", flush=True)
     gpu = out["env"].get("gpu") or platform.processor() or "cpu"
     print(f"\n{gpu}, torch {torch.__version__}, precision {settings.precision}, compile {settings.compile}, "
-          f"channels_last {settings.channels_last}; images/s (one image = two views)")
-    print(tabulate(rows, headers=["method", "size", "batch", "1 model-only", "2 harness", "3 PIL+DataLoader",
-                                  "2/1", "2/3", "infer img/s"]))
+          f"channels_last {settings.channels_last}, CUDA graphs {settings.cuda_graphs}, compiled augmentation "
+          f"{settings.augment_compiled}; images/s, one image = "
+          f"two views.\n1 = model-only ceiling, 2 = harness step (eager / CUDA graph), 3 = PIL + DataLoader "
+          f"feeding the model in fp32 (the papers' code path) / in the harness's precision")
+    print(tabulate(rows, headers=["method", "size", "batch", "1 eager", "1 graph", "2 eager", "2 graph",
+                                  "3 fp32", f"3 {settings.precision}", "2/1", "2/3", "infer img/s"]))
     if args.kmeans:
         ev = bench_eval(n=args.kmeans_n)
         out["eval"] = ev
-        print(f"\nmetrics+Hungarian at n={ev['n']}: {ev['metrics_seconds']:.3f}s; k-means {ev['n']}x{ev['dim']} "
-              f"k={ev['k']} {ev['niter']} iterations: faiss {ev['faiss_seconds']:.2f}s, scikit-learn "
-              f"{ev['sklearn_seconds']:.2f}s ({ev['faiss_speedup']:.1f}x), ACC {ev['faiss_acc']:.3f} vs "
-              f"{ev['sklearn_acc']:.3f}")
+        print(f"\nmetrics+Hungarian at n={ev['n']}: {ev['metrics_seconds']:.3f}s")
+        print(f"k-means {ev['n']}x{ev['dim']} k={ev['k']}, {ev['niter']} iterations, {ev['restarts']} restarts, "
+              f"{ev['cpu_threads']} CPU threads:")
+        print(f"  same initial centroids: faiss {ev['same_init_faiss_seconds']:.2f}s, scikit-learn "
+              f"{ev['same_init_sklearn_seconds']:.2f}s ({ev['same_init_speedup']:.1f}x), ACC "
+              f"{ev['same_init_faiss_acc']:.3f} vs {ev['same_init_sklearn_acc']:.3f}, labels agree "
+              f"{ev['same_init_label_agreement']:.3f}")
+        print(f"  as used (faiss random init vs scikit-learn k-means++): faiss {ev['faiss_seconds']:.2f}s, "
+              f"scikit-learn {ev['sklearn_seconds']:.2f}s ({ev['faiss_speedup']:.1f}x), ACC "
+              f"{ev['faiss_acc']:.3f} vs {ev['sklearn_acc']:.3f}")
     if args.output:
         atomic_write_json(Path(args.output), out)
         print(f"wrote {args.output}", file=sys.stderr)
@@ -302,6 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu, cuda, cuda:1")
     run.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
     run.add_argument("--compile", action="store_true", help="torch.compile the model")
+    run.add_argument("--no-cuda-graphs", action="store_true",
+                     help="run the training step eagerly instead of replaying it as a CUDA graph")
+    run.add_argument("--no-compile-augment", action="store_true",
+                     help="run the GPU colour jitter eagerly instead of through torch.compile")
     run.add_argument("--eval-every", type=int, default=0, metavar="EPOCHS",
                      help="epochs between ACC/NMI points on the learning curve (default: about 10 points)")
     run.add_argument("--force", action="store_true", help="rerun cells that already finished")
@@ -326,6 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="auto")
     b.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
     b.add_argument("--compile", action="store_true")
+    b.add_argument("--no-cuda-graphs", action="store_true", help="measure the eager paths only")
+    b.add_argument("--no-compile-augment", action="store_true", help="run the GPU colour jitter eagerly")
     b.add_argument("--output", "-o", help="write the figures as JSON")
     b.set_defaults(func=cmd_bench)
 

@@ -21,6 +21,12 @@ class EngineSettings:
     precision: str = "bf16"  # bf16 | fp32 (autocast dtype on the GPU; the CPU runs fp32)
     compile: bool = False
     channels_last: bool = True
+    cuda_graphs: bool = True  # replay the training step as a CUDA graph on the GPU (recorded, not hashed)
+    compile_augment: bool = True  # torch.compile the colour jitter on the GPU (same values to ~1e-6; not hashed)
+
+    @property
+    def augment_compiled(self) -> bool:
+        return self.compile or self.compile_augment
     eval_every: int = 0  # epochs between cheap ACC/NMI points on the curve (0: auto)
     checkpoint_every: int = 1  # epochs between checkpoints
 

@@ -41,6 +41,10 @@ class DeepMethod(Method):
 
     deep = True
     protocols = ("head", "kmeans", "linear")
+    #: The step may be replayed as a CUDA graph: ``training_loss`` has fixed shapes, no
+    #: host sync and no Python state that changes from step to step (it runs once, at
+    #: capture).  Per-step Python logic belongs in ``after_step``, which always runs.
+    cuda_graphs: bool = True
     eval_batch_size: int = 1024
 
     # ---- what a method must say -----------------------------------------------------
@@ -96,9 +100,11 @@ class DeepMethod(Method):
         return self._batched(data, lambda m, x: self.embed(m, x).float())
 
 
-def _autocast(device: str, precision: str):
+def _autocast(device: str, precision: str, cache: bool = True):
+    """bf16 autocast on the GPU; ``cache=False`` inside CUDA graphs (the cast cache would
+    hold tensors from the capture's memory pool across replays)."""
     if device.startswith("cuda") and precision == "bf16":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=cache)
     return contextlib.nullcontext()
 
 
@@ -125,11 +131,30 @@ def run_inference(method: DeepMethod, model: nn.Module, data: ImageData, device:
     return (out.float() if out.is_floating_point() else out).cpu().numpy()  # numpy has no bf16
 
 
+def graph_blocker(device_type: str, settings, method: DeepMethod, opt: torch.optim.Optimizer,
+                  scheduled: bool) -> str | None:
+    """Why a method's step cannot be replayed as a CUDA graph, or None when it can."""
+    if device_type != "cuda":
+        return "no CUDA device"
+    if not getattr(settings, "cuda_graphs", True):
+        return "disabled (--no-cuda-graphs)"
+    if not getattr(method, "cuda_graphs", True):
+        return f"method {method.name!r} opts out"
+    if scheduled and not all(g.get("fused") or "capturable" in g for g in opt.param_groups):
+        # a schedule needs the lr as a device tensor, which only fused/capturable steps read in-graph
+        return f"the lr schedule needs a fused or capturable optimiser, not {type(opt).__name__}"
+    return None
+
+
 class TrainStep:
     """One optimisation step on two views: what the engine loops over and ``bench`` times.
 
     Model in channels_last, bf16 autocast on the GPU, optional ``torch.compile``, the
-    method's lr schedule applied in place (no optimiser rebuild), no host sync.
+    method's lr schedule applied in place (no optimiser rebuild), no host sync.  On a
+    GPU the whole step (batch gather, two-view augmentation, forward, backward,
+    optimiser) is replayed as one CUDA graph (see ``clusterbench.cudagraph``) unless
+    ``settings.cuda_graphs`` is off or the method or its optimiser cannot be captured;
+    ``graph_status`` says which, and the run records it.
     """
 
     def __init__(self, method: DeepMethod, model: nn.Module, opt: torch.optim.Optimizer, settings) -> None:
@@ -138,9 +163,74 @@ class TrainStep:
         self.channels_last = self.device.type == "cuda" and settings.channels_last
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
-        self.base_lrs = [g["lr"] for g in opt.param_groups]
+        self.base_lrs = [float(g["lr"]) for g in opt.param_groups]
+        self.scheduled = type(method).lr_factor is not DeepMethod.lr_factor
         self.step_model = torch.compile(model) if settings.compile else model
         model.train()
+        blocker = self._graph_blocker()
+        self.use_graphs = blocker is None
+        self.graph_status = "on" if blocker is None else f"off: {blocker}"
+        if self.use_graphs:
+            self._make_optimizer_capturable()
+        self._graphs: dict[str, Any] = {}
+        self._idx: torch.Tensor | None = None
+
+    # ---- CUDA graphs --------------------------------------------------------------------
+    def _graph_blocker(self) -> str | None:
+        return graph_blocker(self.device.type, self.settings, self.method, self.opt, self.scheduled)
+
+    def _make_optimizer_capturable(self) -> None:
+        """Optimiser state on the device (``capturable``) and, under an lr schedule, the lr
+        as a device tensor the step updates in place, so replays see the new value."""
+        for g in self.opt.param_groups:
+            if "capturable" in g:
+                g["capturable"] = True
+            if self.scheduled:
+                g["lr"] = torch.tensor(float(g["lr"]), device=self.device)
+
+    def _graphed(self, key: str, body) -> dict[str, torch.Tensor] | None:
+        """Run ``body`` through its CapturedStep; None (and graphs off) if it cannot be captured."""
+        from clusterbench.cudagraph import CapturedStep, GraphUnavailable
+
+        if key not in self._graphs:
+            self._graphs[key] = CapturedStep(body, self.device, generators=self._generators)
+        try:
+            return self._graphs[key]()
+        except GraphUnavailable as exc:
+            import warnings
+
+            warnings.warn(f"CUDA graph capture of the {self.method.name} step failed, running eagerly: {exc}")
+            self.use_graphs, self.graph_status = False, f"off: capture failed ({exc})"
+            return None
+
+    _generators: tuple[torch.Generator, ...] = ()
+
+    def graph_timings(self) -> dict[str, float]:
+        """Seconds spent warming up and capturing the graphs (one-off costs inside the budget)."""
+        g = self._graphs.values()
+        return {"graph_warmup_seconds": round(sum(c.warmup_seconds for c in g), 3),
+                "graph_capture_seconds": round(sum(c.capture_seconds for c in g), 3)} if g else {}
+
+    # ---- the step ---------------------------------------------------------------------
+    def set_progress(self, progress: float) -> None:
+        """Apply the method's lr schedule at ``progress`` (in place: graphs read the tensor)."""
+        if not self.scheduled:
+            return
+        factor = self.method.lr_factor(progress)
+        for g, lr0 in zip(self.opt.param_groups, self.base_lrs):
+            if isinstance(g["lr"], torch.Tensor):
+                g["lr"].fill_(lr0 * factor)
+            else:
+                g["lr"] = lr0 * factor
+
+    def _optimise(self, v1: torch.Tensor, v2: torch.Tensor, cache: bool = True) -> dict[str, torch.Tensor]:
+        with _autocast(self.device.type, self.settings.precision, cache):
+            terms = self.method.training_loss(self.step_model, v1, v2)
+        self.opt.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        self.opt.step()
+        # detached: a caller holding the loss must not keep the step's autograd graph alive
+        return {k: v.detach() for k, v in terms.items()}
 
     def views(self, aug: GPUAugment, x: torch.Tensor, gen: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
         v1, v2 = two_views(aug, x, gen)
@@ -150,14 +240,40 @@ class TrainStep:
         return v1, v2
 
     def __call__(self, v1: torch.Tensor, v2: torch.Tensor, progress: float) -> dict[str, torch.Tensor]:
-        factor = self.method.lr_factor(progress)
-        for g, lr0 in zip(self.opt.param_groups, self.base_lrs):
-            g["lr"] = lr0 * factor
-        with _autocast(self.device.type, self.settings.precision):
-            terms = self.method.training_loss(self.step_model, v1, v2)
-        self.opt.zero_grad(set_to_none=True)
-        terms["loss"].backward()
-        self.opt.step()
+        """An eager step on ready-made views (the PIL pipeline, tests)."""
+        self.set_progress(progress)
+        terms = self._optimise(v1, v2)
+        self.method.after_step(self.model, progress)
+        return terms
+
+    def on_batch(self, aug: GPUAugment, x_all: torch.Tensor, idx: torch.Tensor, gen: torch.Generator | None,
+                 progress: float) -> dict[str, torch.Tensor]:
+        """The harness step: gather ``x_all[idx]`` (uint8 on the device), make two views,
+        optimise.  Graphed: ``idx`` is copied into a fixed buffer and the graph replayed."""
+        self.set_progress(progress)
+        terms = None
+        if self.use_graphs:
+            if self._idx is None:
+                self._idx = idx.clone()
+                self._generators = (gen,) if gen is not None else ()
+            else:
+                self._idx.copy_(idx)
+            terms = self._graphed("batch", lambda: self._optimise(*self.views(aug, x_all[self._idx], gen),
+                                                                  cache=False))
+        if terms is None:
+            terms = self._optimise(*self.views(aug, x_all[idx], gen))
+        self.method.after_step(self.model, progress)
+        return terms
+
+    def on_fixed(self, v1: torch.Tensor, v2: torch.Tensor, progress: float) -> dict[str, torch.Tensor]:
+        """A step on the same view tensors every call (the bench's model-only ceiling),
+        graphed when graphs are on."""
+        self.set_progress(progress)
+        terms = None
+        if self.use_graphs:
+            terms = self._graphed("fixed", lambda: self._optimise(v1, v2, cache=False))
+        if terms is None:
+            terms = self._optimise(v1, v2)
         self.method.after_step(self.model, progress)
         return terms
 
@@ -212,7 +328,7 @@ class Engine:
         model = method.build_model(data.channels, size, self.n_clusters).to(self.device)
         opt = method.configure_optimizer(model)
         stepper = TrainStep(method, model, opt, ctx.settings)
-        aug = GPUAugment(method.augmentation(data), size, compile=ctx.settings.compile).to(self.device)
+        aug = GPUAugment(method.augmentation(data), size, compile=ctx.settings.augment_compiled).to(self.device)
         gen = torch.Generator(device=self.device)
         gen.manual_seed(ctx.derived_seed("engine"))
 
@@ -241,8 +357,7 @@ class Engine:
             steps_this_epoch = 0
             for i in range(self.steps_per_epoch):
                 frac = progress()
-                v1, v2 = stepper.views(aug, x_dev[perm[i * bs:(i + 1) * bs]], gen)
-                terms = stepper(v1, v2, frac)
+                terms = stepper.on_batch(aug, x_dev, perm[i * bs:(i + 1) * bs], gen, frac)
                 loss = terms["loss"]
                 loss_sum += loss.detach().float()
                 for k, v in terms.items():
@@ -287,7 +402,9 @@ class Engine:
         ctx.stats.update(train_seconds=state["seconds"], images_seen=state["images"], steps=state["step"],
                          epochs=state["step"] / self.steps_per_epoch,
                          evaluated_step=state["step"], batch_size=bs, views_per_image=2,
-                         steps_per_epoch=self.steps_per_epoch, input_size=size, n_clusters=self.n_clusters)
+                         steps_per_epoch=self.steps_per_epoch, input_size=size, n_clusters=self.n_clusters,
+                         cuda_graphs=stepper.graph_status, augment_compiled=ctx.settings.augment_compiled,
+                         **stepper.graph_timings())
         return model
 
     def _auto_eval_every(self) -> int:

@@ -2,9 +2,31 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from clusterbench.api import DataError
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask: taskset, a container's cpuset)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def cap_faiss_threads(faiss) -> int:
+    """Cap faiss's OpenMP threads at :func:`available_cpus`; returns the thread count in use.
+
+    faiss's threads spin-wait: more of them than the CPUs we may use makes k-means many
+    times slower on a small or busy machine.  A lower setting (``OMP_NUM_THREADS``, an
+    earlier ``faiss.omp_set_num_threads``) is kept, never raised.
+    """
+    n = min(faiss.omp_get_max_threads(), available_cpus())
+    faiss.omp_set_num_threads(n)
+    return n
 
 
 def kmeans(features: np.ndarray, k: int, *, seed: int, niter: int = 100, nredo: int = 5) -> np.ndarray:
@@ -16,6 +38,7 @@ def kmeans(features: np.ndarray, k: int, *, seed: int, niter: int = 100, nredo: 
     """
     import faiss
 
+    cap_faiss_threads(faiss)
     x = np.ascontiguousarray(features, dtype=np.float32)
     if x.ndim != 2:
         raise ValueError(f"k-means needs a 2-D feature matrix, got shape {x.shape}")

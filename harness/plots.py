@@ -20,6 +20,7 @@ runs recorded, or those two figures are skipped with a note.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 from dataclasses import dataclass, field
@@ -384,10 +385,16 @@ def dataset_figures(
             break
         path = run_dir(rec) / "labels.npy"
         try:
-            pred = np.load(path, allow_pickle=False)
+            raw = path.read_bytes()
+            pred = np.load(io.BytesIO(raw), allow_pickle=False)
         except (OSError, ValueError, EOFError) as exc:
             out.notes.append(f"{name} on {dataset}: confusion matrix and sample grid skipped: cannot read "
                              f"{path} ({type(exc).__name__}: {exc})")
+            continue
+        want = rec["labels"].get("sha256") if isinstance(rec.get("labels"), dict) else None
+        if want is not None and hashlib.sha256(raw).hexdigest() != want:
+            out.notes.append(f"{name} on {dataset}: confusion matrix and sample grid skipped: {path} is not the "
+                             "labels this record was written with (an interrupted rerun? run it again)")
             continue
         if pred.shape != (len(data),) or not np.issubdtype(pred.dtype, np.integer):
             out.notes.append(f"{name} on {dataset}: confusion matrix and sample grid skipped: {path} holds "

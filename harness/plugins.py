@@ -108,9 +108,15 @@ def build_plugin_manager(extra_plugins: list[tuple[str, Any]] | None = None) -> 
         base, n = name, 1
         while pm.has_plugin(name):  # e.g. --plugin ./kmeans.py beside the installed `kmeans` plugin
             name, n = f"{base}-{n}", n + 1
-        pm.register(plugin, name=name)
         providers[name] = f"local ({getattr(plugin, '__file__', name)})"
-    pm.check_pending()
+        try:
+            pm.register(plugin, name=name)
+        except pluggy.PluginValidationError as exc:  # e.g. a hook implementation with wrong arguments
+            raise PluginError(f"plugin {providers[name]}: " + "; ".join(str(exc).splitlines())) from None
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:  # a misspelt hook name: say which plugin, no traceback
+        raise PluginError("; ".join(str(exc).splitlines())) from None
     return pm, providers, failed
 
 
@@ -155,7 +161,12 @@ def load_registry(extra_plugins: list[tuple[str, Any]] | None = None) -> Registr
 
 
 def load_local_plugin(path: str) -> tuple[str, ModuleType]:
-    """Import a plugin from a ``.py`` file (``--plugin FILE``), for unpackaged experiments."""
+    """Import a plugin from a ``.py`` file (``--plugin FILE``), for unpackaged experiments.
+
+    A file that fails to import (a syntax error, a missing module, an exception at import
+    time) is a :class:`ConfigError` naming the file and the exception: the user's input is
+    wrong, so one line and exit code 2, not a traceback.
+    """
     import importlib.util
     from pathlib import Path
 
@@ -169,5 +180,9 @@ def load_local_plugin(path: str) -> tuple[str, ModuleType]:
     import sys
 
     sys.modules[spec.name] = module  # dataclasses (string annotations) look the module up there
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 - anything the file raises is reported as one line
+        del sys.modules[spec.name]
+        raise ConfigError(f"plugin file {path!r} failed to import: {type(exc).__name__}: {exc}") from None
     return p.stem, module

@@ -7,11 +7,18 @@ Layout of a results directory::
     <results>/runs/<run_id>/labels.npy   predicted cluster labels (recompute any metric later)
     <results>/runs/<run_id>/checkpoint.pt  resume state of a deep run (removed once done)
     <results>/runs/<run_id>/.lock        held while a process runs the cell
+    <results>/runs/<run_id>/.NAME.*.tmp  an atomic write in progress (a leftover after a kill)
 
 The run id is a hash of everything that determines the result (method, its version and
 resolved parameters, dataset and its digest, seed, budget, engine settings), so a rerun
 finds finished cells and skips them, and a changed parameter is a new cell.  Records are
 written with a temp file + ``os.replace``: a crash never leaves half a record.
+
+``record.json`` is what marks a run finished.  Labels are written before it and the
+record carries their checksum, so a finished record never stands beside missing or
+other labels (see :meth:`ResultsStore.write_record`); leftovers of a killed process
+(temp files, orphan labels) are removed when the cell runs again
+(:meth:`ResultsStore.clean_run_dir`).
 """
 
 from __future__ import annotations
@@ -95,9 +102,22 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
+TEMP_SUFFIX = ".tmp"
+LABELS = "labels.npy"
+
+
+def is_temp_file(path: Path) -> bool:
+    """Whether ``path`` is named like an :func:`atomic_write_bytes` temp file (``.NAME.XXXX.tmp``)."""
+    return path.name.startswith(".") and path.name.endswith(TEMP_SUFFIX)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write via a temp file beside ``path`` and ``os.replace``: readers see the old or the new file, whole.
+
+    A process killed mid-write leaves the temp file (``.NAME.XXXX.tmp``, see :func:`is_temp_file`).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -162,7 +182,7 @@ def validate_record(rec: Any, source: str) -> dict[str, Any]:
 
 OPTIONAL_KEYS = {  # fields reports read: absent or null is fine, another type is not
     "method_spec": str, "primary_protocol": str, "cost": dict, "env": dict, "engine": dict, "stats": dict,
-    "curve": list, "error": dict, "protocols_requested": list,
+    "curve": list, "error": dict, "protocols_requested": list, "labels": dict,
 }
 
 
@@ -173,7 +193,7 @@ def _validate_optional(rec: dict[str, Any], source: str) -> None:
     ds = rec["dataset"]
     if not isinstance(ds["name"], str) or not ds["name"]:
         raise RecordError(f"{source}: dataset.name should be a non-empty string, got {ds['name']!r}")
-    for key, typ in (("options", dict), ("digest", str)):
+    for key, typ in (("options", dict), ("io_options", dict), ("digest", str)):
         if ds.get(key) is not None and not isinstance(ds[key], typ):
             raise RecordError(f"{source}: dataset.{key} should be {typ.__name__}, got {type(ds[key]).__name__}")
     for key, value in rec["budget"].items():
@@ -189,6 +209,10 @@ def _validate_optional(rec: dict[str, Any], source: str) -> None:
             v = point.get(name)
             if v is not None and (not isinstance(v, (int, float)) or not 0 <= v <= 1):
                 raise RecordError(f"{source}: curve[{i}].{name}={v!r} is not a number in [0, 1]")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def load_record(path: Path) -> dict[str, Any]:
@@ -234,7 +258,11 @@ class ResultsStore:
         return self.run_dir(run_id) / "record.json"
 
     def finished(self, run_id: str) -> dict[str, Any] | None:
-        """The record of a successfully finished run, or None (absent, failed or invalid)."""
+        """The record of a successfully finished run, or None (absent, failed, invalid, or its labels lost).
+
+        A finished record that declares labels (``labels.sha256``) counts only while
+        ``labels.npy`` holds exactly those labels; otherwise the cell runs again.
+        """
         path = self.record_path(run_id)
         if not path.exists():
             return None
@@ -242,21 +270,68 @@ class ResultsStore:
             rec = load_record(path)
         except RecordError:
             return None
-        return rec if rec["status"] == "done" else None
+        if rec["status"] != "done" or not self._labels_match(run_id, rec):
+            return None
+        return rec
+
+    def _labels_match(self, run_id: str, rec: dict[str, Any]) -> bool:
+        want = (rec.get("labels") or {}).get("sha256")
+        if want is None:  # a record that declares no labels (older records, runs without labels)
+            return True
+        try:
+            return _sha256(self.run_dir(run_id) / LABELS) == want
+        except OSError:
+            return False
 
     def write_record(self, run_id: str, record: dict[str, Any], labels: np.ndarray | None = None) -> Path:
-        """Write a record atomically; a finished record being replaced (--force) is kept aside."""
+        """Write a run's record atomically, labels first; a finished record being replaced (--force) is kept aside.
+
+        Order, and why it is safe to be killed anywhere: (1) a finished record about to be
+        replaced is copied aside; (2) ``labels.npy`` is written atomically and its sha256
+        put in ``record["labels"]`` (the caller's dict is updated); (3) ``record.json`` is
+        written atomically -- it is what marks the run finished.  Killed after (2), a fresh
+        cell has labels but no record (not finished; :meth:`clean_run_dir` removes them on
+        the next attempt), and a replaced cell has its old record beside labels it does not
+        match, which :meth:`finished` rejects, so the cell runs again.  A record written
+        without labels (a failed run) removes ``labels.npy`` once it has landed, so no
+        stale labels sit beside it.
+        """
         path = self.record_path(run_id)
-        if labels is not None:
-            atomic_save_npy(self.run_dir(run_id) / "labels.npy", np.asarray(labels, dtype=np.int32))
+        labels_path = self.run_dir(run_id) / LABELS
         if path.exists() and self.finished(run_id) is not None:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             aside, n = path.with_name(f"record.replaced-{stamp}.json"), 1
             while aside.exists():  # never overwrite a record kept aside within the same second
                 aside, n = path.with_name(f"record.replaced-{stamp}-{n}.json"), n + 1
             shutil.copy2(path, aside)  # copy, not move: the old record stays until the new one lands
+        if labels is not None:
+            arr = np.asarray(labels, dtype=np.int32)
+            atomic_save_npy(labels_path, arr)
+            record["labels"] = {"file": LABELS, "sha256": _sha256(labels_path), "n": int(arr.shape[0])}
+        else:
+            record.pop("labels", None)
         atomic_write_json(path, record)
+        if labels is None:
+            labels_path.unlink(missing_ok=True)
         return path
+
+    def clean_run_dir(self, run_id: str) -> list[Path]:
+        """Remove what a killed process left in a run's directory; returns the paths removed.
+
+        Temp files of interrupted atomic writes (a checkpoint, a record, labels) always go;
+        ``labels.npy`` goes unless a finished record vouches for it.  Call it only while
+        holding the cell's :meth:`lock` (no other process writes there then): the runner
+        does, when a cell starts or resumes and when it ends.
+        """
+        d = self.run_dir(run_id)
+        if not d.is_dir():
+            return []
+        stale = [p for p in d.iterdir() if is_temp_file(p) and p.is_file()]
+        if (d / LABELS).exists() and self.finished(run_id) is None:
+            stale.append(d / LABELS)
+        for p in stale:
+            p.unlink(missing_ok=True)
+        return stale
 
     @contextlib.contextmanager
     def lock(self, run_id: str) -> Iterator[bool]:

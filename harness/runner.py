@@ -65,7 +65,7 @@ class Spec:
 
 @dataclass
 class CellOutcome:
-    method: str
+    method: str  # the method's registered name (``cc``), as in ``--methods``; not its class name
     dataset: str
     seed: int
     run_id: str
@@ -178,6 +178,7 @@ def run_cell(
             base.status, base.record = "skipped", rec
             return base
         run_dir = store.run_dir(run_id)
+        store.clean_run_dir(run_id)  # a killed attempt's temp files and orphan labels; the checkpoint stays
         if force:
             (run_dir / "checkpoint.pt").unlink(missing_ok=True)
         record: dict[str, Any] = {
@@ -189,8 +190,8 @@ def run_cell(
             "method_spec": str(method_spec),
             "paper": cls.paper,
             "params": method.params_dict(),
-            "dataset": {**ds.identity(), "digest": digest, "n": len(data), "n_classes": data.n_classes,
-                        "image_size": data.image_size, "channels": data.channels},
+            "dataset": {**ds.identity(), "io_options": ds.io_identity(), "digest": digest, "n": len(data),
+                        "n_classes": data.n_classes, "image_size": data.image_size, "channels": data.channels},
             "seed": seed,
             "budget": budget.to_dict() if cls.deep else {},
             "protocols_requested": chosen,
@@ -216,7 +217,8 @@ def run_cell(
                           curve=ctx.curve, stats=ctx.stats,
                           finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                           env=environment(settings.device if cls.deep else "cpu"))
-            store.write_record(run_id, record)
+            store.write_record(run_id, record)  # removes labels of an earlier run
+            store.clean_run_dir(run_id)
             registry.notify_run_finished(record)
             base.status, base.reason, base.record = "failed", reason, record
             return base
@@ -242,8 +244,9 @@ def run_cell(
             finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             env=environment(settings.device if cls.deep else "cpu"),
         )
-        store.write_record(run_id, record, labels=labels)
+        store.write_record(run_id, record, labels=labels)  # labels first, then the record (see write_record)
         ctx.checkpoint_path.unlink(missing_ok=True)
+        store.clean_run_dir(run_id)
         registry.notify_run_finished(record)
         base.record = record
         return base

@@ -1,30 +1,51 @@
-"""CueCo: Cluster Contrast (Giakoumoglou & Stathaki, ICIP 2025, arXiv 2507.12359).
+"""CueCo: Cluster Contrast (Giakoumoglou & Stathaki, ICIP 2025, pp. 133-138; arXiv 2507.12359).
 
-What the paper says (abstract and the caption of its framework figure, the parts of the
-paper that could be read when this plugin was written): two augmented views v, v' of an
-image go through a *query* network f_theta and a *key* network f_xi, z = f_theta(v),
-z' = f_xi(v'); the key network is a slow exponential moving average of the query network
-and gets no gradient.  CueCo (a) pushes dissimilar features apart with a contrastive loss
-(inter-class separation), (b) pulls features of the same cluster together with a
-clustering objective (intra-class compactness), and (c) trains on both.  It is evaluated by
-linear probing with a ResNet-18: 91.40% (CIFAR-10), 68.56% (CIFAR-100), 78.65%
-(ImageNet-100) top-1.
+What the paper says -- everything of it that could be read.  Only the abstract, the index
+terms, the opening paragraphs of §1 (Introduction) and the caption of the framework figure
+were retrievable; the method section (§2: the loss equations, how centroids are defined and
+updated), the implementation details and the result tables were NOT (see "Searched" below).
+- Two networks, a *query* f_theta and a *key* f_xi; the key network "is updated through a
+  slow-moving average" of the query (abstract): an EMA copy that gets no gradient.
+- Figure caption: two augmented views v, v' of an image x; z = f_theta(v), z' = f_xi(v').
+  CueCo (a) enforces inter-class separation with a contrastive loss, (b) improves
+  intra-class cohesion through clustering, (c) trains on both.
+- Abstract: the contrastive loss pushes dissimilar features apart; the clustering objective
+  pulls together features of the same cluster.  Linear evaluation with a ResNet-18:
+  91.40% (CIFAR-10), 68.56% (CIFAR-100), 78.65% (ImageNet-100) top-1.
+The paper is silent (as far as it could be read) on: the form of either loss, the
+temperatures, how many clusters/centroids and how they are updated, the momentum value or
+schedule, optimiser, lr, batch size, epochs, projector, augmentations, image sizes.
 
-RECONSTRUCTED, NOT TRANSCRIBED: the method section (equations, hyper-parameters) was not
-in any stored copy reachable here (the arXiv HTML copy is stored only up to the
-introduction) and no official code was found (the authors' GitHub holds SynCo, built on
-MoCo v2, but no CueCo).  The formulation below is the one the abstract's own vocabulary
-(query / key / slow-moving average = MoCo) and the authors' MoCo-based lineage point to,
-with the clustering objective written as learnable centroids and balanced assignments;
-every value not in the abstract is marked ``source=None`` and says where it comes from.
-Check it against the paper's §2 before quoting numbers from it.
+Searched (stored copies only; no live web): the arXiv HTML arxiv.org/html/2507.12359v1 (two
+stored copies, both ending inside §1), fugumt.com/fugumt/paper_check/2507.12359v1_enmode,
+tomesphere.com/paper/2507.12359, newx.sg (an AI summary, not used),
+chatpaper.com/ja/paper/164377 (abstract + figure caption; affiliation Imperial College
+London); the authors' GitHub: giakoumoglou.github.io ``_data/publications.yml`` lists CueCo
+with IEEE (11084524) and arXiv links and *no code link* (unlike SynCo, Syn2Co and RRD, which
+link giakoumoglou/synco, synco-v2, rrd); none of giakoumoglou/synco, synco-v2, moco,
+moco-v3, rrd, distillers holds CueCo; full-text code search for "CueCo", "2507.12359",
+"Cluster Contrast (CueCo)" finds only arXiv digests and one third-party README.  That
+README (an "IG-JEPA" repository) cites CueCo [arXiv 2507.12359] as the source of its CIFAR-10
+ResNet-18 baselines (SwAV 89.17, SimCLR 90.74, SimSiam 90.51, Barlow Twins 92.10, MoCo v2
+92.94, MoCo v3 93.10): those are solo-learn's published CIFAR-10 numbers, which suggests
+that CueCo's comparison table -- and plausibly its training setup -- is solo-learn's CIFAR
+benchmark.  Second-hand; it only guides the harness defaults below.
+
+RECONSTRUCTED, NOT TRANSCRIBED: the formulation below is the one the abstract's own
+vocabulary (query / key / slow-moving average = MoCo) and the authors' MoCo-based lineage
+(SynCo is built on MoCo v2) point to, with the clustering objective written as learnable
+centroids and balanced assignments.  Every value is marked ``source=None``.  Check it
+against the paper's §2 before quoting numbers from it.
 
 Model: a ResNet backbone and a 2-layer MLP projector form the query network; the key
 network is a frozen copy updated after every step as xi <- m xi + (1 - m) theta with m
-going from 0.99 to 1 on BYOL's cosine schedule (``clusterbench.momentum``).  K learnable
-centroids C (unit vectors, K = the number of clusters) live in the projection space.
+going from 0.99 to 0.999 on a cosine schedule (solo-learn's CIFAR MoCo v2+;
+``clusterbench.momentum``).  K learnable centroids C (unit vectors, K = the number of
+clusters) live in the projection space.
 
-Loss: L = L_con + lambda * L_clu, symmetrised over the two views.
+Loss: L = L_con + lambda * L_clu, symmetrised over the two views.  (The figure caption sends
+v through the query and v' through the key only; both views through both networks, with the
+two directions averaged, is the harness's choice, as in MoCo v2+/v3 and SwAV.)
 - L_con (scatter): MoCo's InfoNCE, each query's positive is the key of the other view of
   its image, negatives are the keys of earlier batches held in a FIFO queue (one queue
   per view, as solo-learn's MoCo v2+), tau = 0.2;  with ``queue_size=0`` the negatives
@@ -45,20 +66,25 @@ input, as in the paper's linear evaluation).
 Defaults: ResNet-18 (abstract) with the CIFAR stem at 32x32; the rest is solo-learn's
 CIFAR MoCo v2+ recipe (``scripts/pretrain/cifar/mocov2plus.yaml``: SGD lr 0.3, momentum
 0.9, wd 1e-4, batch 256, warmup-cosine schedule with 10 of 1000 epochs of warmup,
-projector 2048 -> 256, tau 0.2, queue 32768, symmetric weak augmentations) since the
-three benchmarks and the backbone are exactly solo-learn's; SwAV's values for the
-clustering part (tau_c = 0.1, epsilon = 0.05, 3 Sinkhorn iterations); hard targets and
-lambda = 1 are harness choices.
+projector 2048 -> 256, tau 0.2, queue 32768, EMA momentum 0.99 -> 0.999; augmentations
+``symmetric_weak.yaml``: crop scale 0.08-1, jitter 0.4/0.4/0.4/0.1 with p 0.8, grayscale
+0.2, blur 0.5, no solarisation, flip 0.5), chosen because the backbone and the three
+benchmarks are solo-learn's and CueCo's baselines appear to be too (see "Searched");
+SwAV's values for the clustering part (tau_c = 0.1, epsilon = 0.05, 3 Sinkhorn
+iterations); hard targets and lambda = 1 are harness choices.
 
 Reported (abstract, linear evaluation, ResNet-18): CIFAR-10 0.9140, CIFAR-100 0.6856,
 ImageNet-100 0.7865 top-1 accuracy.  CIFAR-100 there is the 100-fine-class linear
-evaluation, not the 20-superclass clustering benchmark (``cifar100-20``).
+evaluation, not the 20-superclass clustering benchmark (``cifar100-20``).  The abstract
+gives no clustering (ACC/NMI/ARI) numbers.
 
-Presets: ``paper`` (the defaults: the CIFAR setting), ``fast`` (the same ResNet-18 with the
-CIFAR stem at the dataset's own size, batch 256, but 10% of the budget as lr warmup instead
-of 1%: solo-learn's 10 warmup epochs are an absolute count, and 1% of a short budget is a
-few dozen steps, too few for lr 0.3), ``imagenet100`` (ImageNet stem at 224x224, queue
-65536; a harness choice after solo-learn's ImageNet-100 recipe).
+Presets: ``paper`` (the defaults: the CIFAR setting above -- named for the paper's backbone
+and benchmarks; its hyper-parameters are not the paper's, which are unknown), ``fast`` (the
+same ResNet-18 with the CIFAR stem at the dataset's own size, batch 256, but 10% of the budget
+as lr warmup instead of 1%: solo-learn's 10 warmup epochs are an absolute count, and 1% of a
+short budget is a few dozen steps, too few for lr 0.3), ``imagenet100`` (ImageNet stem at
+224x224, queue 65536, EMA momentum 0.99 -> 1.0: solo-learn's ImageNet-100 MoCo v2+ values;
+its batch of 2 x 64 and 400 epochs are left to the run's budget).
 """
 
 from __future__ import annotations
@@ -256,7 +282,8 @@ class CueCo(DeepMethod):
         cluster_weight: float = param(1.0, "lambda, weight of the clustering loss (harness choice: equal weights)",
                                       None)
         momentum_base: float = param(0.99, "key-network EMA momentum at the start (solo-learn CIFAR)", None)
-        momentum_final: float = param(1.0, "key-network EMA momentum at the end, cosine schedule (BYOL)", None)
+        momentum_final: float = param(0.999, "key-network EMA momentum at the end of the cosine schedule "
+                                             "(solo-learn MoCo v2+ CIFAR: final_tau 0.999)", None)
         batch_size: int = param(256, "images per step, two views each (solo-learn CIFAR)", None)
         lr: float = param(0.3, "SGD learning rate after warmup (solo-learn MoCo v2+ CIFAR)", None)
         sgd_momentum: float = param(0.9, "SGD momentum (solo-learn)", None)
@@ -275,7 +302,8 @@ class CueCo(DeepMethod):
         # budget; at 1% of a short budget lr 0.3 arrives within a few dozen steps and training
         # fell apart in our smoke runs (head ACC 0.50 vs 0.90 after 30 epochs, synthetic data).
         "fast": {"backbone": "resnet18", "small_stem": True, "image_size": 0, "batch_size": 256, "warmup": 0.1},
-        "imagenet100": {"small_stem": False, "image_size": 224, "queue_size": 65536},
+        # solo-learn's ImageNet-100 MoCo v2+ (scripts/pretrain/imagenet-100/mocov2plus.yaml)
+        "imagenet100": {"small_stem": False, "image_size": 224, "queue_size": 65536, "momentum_final": 1.0},
     }
 
     def __init__(self, params=None) -> None:
@@ -292,7 +320,9 @@ class CueCo(DeepMethod):
         """SGD with momentum over the query network and the centroids (the key network has no gradient)."""
         p = self.params
         trainable = [w for w in model.parameters() if w.requires_grad]
-        return torch.optim.SGD(trainable, lr=p.lr, momentum=p.sgd_momentum, weight_decay=p.weight_decay)
+        fused = trainable[0].is_cuda or None  # fused kernels take a tensor lr: the step can be a CUDA graph
+        return torch.optim.SGD(trainable, lr=p.lr, momentum=p.sgd_momentum, weight_decay=p.weight_decay,
+                               fused=fused)
 
     def lr_factor(self, progress: float) -> float:
         return warmup_cosine(progress, self.params.warmup)
@@ -319,8 +349,9 @@ class CueCo(DeepMethod):
         p = self.params
         ema_update(model.key, model.query, cosine_momentum(progress, p.momentum_base, p.momentum_final))
         if self._pending_keys is not None:
+            # not reset: under a CUDA graph training_loss runs once, at capture, and these
+            # tensors are its static outputs, refilled by every replay
             model.enqueue(*self._pending_keys)
-            self._pending_keys = None
 
     # ---- prediction -------------------------------------------------------------------------
     def cluster_logits(self, model, x):
@@ -338,7 +369,7 @@ def clusterbench_methods():
 
 @hookimpl
 def clusterbench_reported_results():
-    citation = PAPER + ", abstract (linear evaluation, ResNet-18, top-1)"
+    citation = PAPER + " (arXiv 2507.12359), abstract (linear evaluation, ResNet-18, top-1)"
     return [{"method": "cueco", "dataset": ds, "protocol": "linear", "citation": citation,
              "metrics": {"accuracy": acc}}
             for ds, acc in {"cifar10": 0.9140, "cifar100": 0.6856, "imagenet100": 0.7865}.items()]

@@ -46,11 +46,13 @@ leaves at least 8x8 tokens:
     input  32 -> p  4, strides 2-2,     channels D/2 D         ->  8x8  =  64 tokens (CIFAR)
     input  16 -> p  2, stride  2,       channels D             ->  8x8  =  64 tokens (tests)
 
-Defaults and where they come from.  The paper's body text (its implementation-details
-section and result tables) could not be retrieved where this plugin was written; every
-value below is therefore cited to the official repository github.com/JackKoLing/VTCC
-(``config/config.yaml``, ``modules/vtcc.py``, ``modules/network.py``,
-``modules/transform.py``, ``train.py``), which the paper's abstract names as its code:
+Defaults and where they come from.  The paper is silent here as far as it could be read:
+only its abstract (v1 and v2) was retrievable, not its experimental-setup section or its
+result tables (see "Searched" below).  Every value below is therefore cited to the official
+repository github.com/JackKoLing/VTCC (``config/config.yaml``, ``modules/vtcc.py``,
+``modules/vision_transformer.py``, ``modules/network.py``, ``modules/transform.py``,
+``train.py``, ``cluster.py``), which the v2 abstract names as its code (checked against the
+stored copies of those files; all the values below match them):
 - encoder: the ``vit_small`` above (``vtcc.py``; ``train.py`` calls ``vtcc.vit_small()``);
 - input 224x224 for every dataset, CIFAR-100 included (``config.yaml: image_size 224``);
 - batch 128, Adam, lr 3e-4, no weight decay, constant lr, 1000 epochs (the run's budget),
@@ -65,13 +67,31 @@ Where the paper/code is silent: the cluster projector's BatchNorm running statis
 used at prediction time (the official code calls ``model.eval()`` too); K = the number of
 classes (all of the official configurations).
 
-Reported results: VTCC evaluates on eight data sets (abstract).  The official code's list
-is RSOD, UC-Merced, SIRI-WHU, AID, D0, DTD, Chaoyang and CIFAR-100 (20 super-classes):
-of the harness's benchmarks only CIFAR-100-20 overlaps, and VTCC (as far as its code shows)
-does not report CIFAR-10, STL-10, ImageNet-10, ImageNet-Dogs or Tiny-ImageNet.  The
-numbers of its result table could not be retrieved and are NOT quoted here (see
-``REPORTED``, left empty rather than filled from memory); add them with their table
-number once checked against the paper.
+Reported results: NONE QUOTED.  VTCC evaluates on eight data sets (abstract).  The official
+code's list (``config.yaml``, ``train.py``, ``cluster.py``) is RSOD, UC-Merced, SIRI-WHU, AID,
+D0, DTD, Chaoyang and CIFAR-100 (20 super-classes, train + test splits together), scored by
+``cluster.py`` as NMI, ARI, F-score and ACC of the cluster-head argmax.  Of the harness's
+benchmarks only CIFAR-100-20 overlaps; VTCC (as far as its code shows) does not evaluate
+CIFAR-10, STL-10, ImageNet-10, ImageNet-Dogs or Tiny-ImageNet, so there is nothing of its
+own to quote for them.  The numbers of its result table -- CIFAR-100-20 included -- could
+not be retrieved and are NOT quoted (``REPORTED`` is left empty rather than filled from
+memory or from another paper's re-runs); add them with their table number once read from
+the paper itself.
+
+Searched (stored copies only; no live web): ar5iv.labs.arxiv.org/html/2206.12925 (stored
+only up to the abstract and index terms), arxiv.org/abs/2206.12925 (v1, v2),
+export.arxiv.org/abs/2206.12925, arxitics.com (metadata), paperswithcode.com/paper/
+vision-transformer-for-contrastive-clustering, emergentmind.com, arxivlens.com,
+tomesphere.com, bzpeer.com (all abstract-only); the official repository (README,
+config, modules, train.py, cluster.py: no results table; its loss file
+``modules/contrastive_loss.py`` is not in the stored copy); full-text code search for
+"2206.12925" and "Vision Transformer for Contrastive Clustering" (only the official README,
+a derived repository's acknowledgement and unrelated model cards); derived work by the same
+group -- Regan-Zhang/PICI (arXiv 2401.13503, whose README has no table) -- and arXiv
+2511.08883 (MFAVB), which compare with VTCC, are stored only up to their abstracts.  A
+third-party model card mentions a journal version, "Vision transformer for contrastive
+clustering" (Knowledge-Based Systems, ScienceDirect article S0950705126004612): not
+retrievable here and not verified to be the same work.
 
 Presets: ``paper`` (the defaults) and ``fast``: a shallower ViT (depth 6, width 384, 12
 heads) at the dataset's own resolution (32x32 on CIFAR -> patch 4, 8x8 tokens), batch 256,
@@ -302,10 +322,12 @@ class VTCC(DeepMethod):
 
 
 # VTCC's own numbers, {dataset: {metric: value}}, with the table they come from in CITATION.
-# Deliberately empty: the paper's result tables could not be retrieved when this plugin was
-# written, and numbers are not to be filled in from memory.  Of VTCC's eight data sets only
-# CIFAR-100 (20 super-classes, "cifar100-20" here) is one of the harness's benchmarks.
-CITATION = PAPER + ", results table (to be checked)"
+# Deliberately empty: the paper's result tables could not be retrieved (only its abstract is
+# stored anywhere searched; see the module docstring), and numbers are not to be filled in
+# from memory or from other papers' re-runs.  Of VTCC's eight data sets only CIFAR-100
+# (20 super-classes, "cifar100-20" here) is one of the harness's benchmarks: fill that one
+# in, as {"cifar100-20": {"acc": ..., "nmi": ..., "ari": ...}}, with its table number.
+CITATION = PAPER + ", results table (not retrieved: table number unknown)"
 REPORTED: dict[str, dict[str, float]] = {}
 
 

@@ -221,6 +221,7 @@ def test_after_step_updates_key_network_and_queue():
     opt = m.configure_optimizer(net)
     terms = m.training_loss(net, x1, x2)
     keys = [k.clone() for k in m._pending_keys]
+    terms_keys_ptr = m._pending_keys[0].data_ptr()
     opt.zero_grad()
     terms["loss"].backward()
     opt.step()
@@ -232,7 +233,8 @@ def test_after_step_updates_key_network_and_queue():
     assert int(net.queue_ptr) == 10
     assert torch.allclose(net.queue[0, :10], _unit(keys[0]), atol=1e-5)
     assert torch.allclose(net.queue[1, :10], _unit(keys[1]), atol=1e-5)
-    assert m._pending_keys is None
+    # kept, not cleared: under a CUDA graph they are the capture's outputs, refilled by each replay
+    assert m._pending_keys is not None and m._pending_keys[0].data_ptr() == terms_keys_ptr
 
 
 def test_queue_is_fifo_and_wraps_around():
@@ -259,11 +261,14 @@ def test_defaults_and_presets():
     p = CueCo.Params()
     assert (p.backbone, p.small_stem, p.image_size, p.batch_size) == ("resnet18", True, 0, 256)
     assert (p.lr, p.weight_decay, p.temperature, p.queue_size) == (0.3, 1e-4, 0.2, 32768)
-    assert (p.momentum_base, p.momentum_final) == (0.99, 1.0)
+    assert (p.momentum_base, p.momentum_final) == (0.99, 0.999)  # solo-learn MoCo v2+ CIFAR
     assert p.hard_assignment and p.warmup == 0.01
     fast = CueCo.resolve_params(preset="fast")
     assert (fast.backbone, fast.small_stem, fast.image_size, fast.batch_size) == ("resnet18", True, 0, 256)
     assert fast.warmup == 0.1
+    in100 = CueCo.resolve_params(preset="imagenet100")  # solo-learn MoCo v2+ ImageNet-100
+    assert (in100.small_stem, in100.image_size, in100.queue_size, in100.momentum_final) == (False, 224, 65536, 1.0)
+    assert CueCo.resolve_params(preset="paper") == p
     assert CueCo.protocols[:1] == ("head",) and set(CueCo.protocols) == {"head", "kmeans", "linear"}
 
 
@@ -271,6 +276,8 @@ def test_reported_results_hook():
     from clusterbench.methods.cueco import clusterbench_reported_results
 
     rows = {r["dataset"]: r for r in clusterbench_reported_results()}
+    assert set(rows) == {"cifar10", "cifar100", "imagenet100"}
+    assert all("2507.12359" in r["citation"] and r["method"] == "cueco" for r in rows.values())
     assert rows["cifar10"]["protocol"] == "linear"
     assert rows["cifar10"]["metrics"] == {"accuracy": pytest.approx(0.914)}
     assert rows["cifar100"]["metrics"]["accuracy"] == pytest.approx(0.6856)

@@ -267,10 +267,18 @@ def test_fast_preset_is_a_small_vit_at_the_datasets_size():
 def test_reported_results_hook_rows_are_well_formed():
     from clusterbench.methods.vtcc import clusterbench_methods, clusterbench_reported_results
 
+    from clusterbench.methods.vtcc import CITATION, REPORTED
+
     assert clusterbench_methods() == [VTCC]
-    for row in clusterbench_reported_results():
+    rows = clusterbench_reported_results()
+    assert [r["dataset"] for r in rows] == list(REPORTED)
+    for row in rows:
         assert row["method"] == "vtcc" and row["protocol"] == "head" and "2206.12925" in row["citation"]
+        assert set(row["metrics"]) <= {"acc", "nmi", "ari"}
         assert all(0.0 <= v <= 1.0 for v in row["metrics"].values())
+    assert "2206.12925" in CITATION
+    if not REPORTED:  # the paper's tables were not retrievable: nothing is quoted, and the citation says so
+        assert "not retrieved" in CITATION
 
 
 # ---- end to end through the CLI ---------------------------------------------------------------------

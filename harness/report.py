@@ -155,7 +155,8 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     values = [k for k, _, _ in METRICS] + [k for k, _ in COSTS]
     g = df.groupby(keys, sort=True, dropna=False)
     mean = g[values].mean()
-    std = g[values].std(ddof=1).fillna(0.0) if len(df) else mean * 0
+    # one seed has no spread: std stays NaN and the table shows the bare mean, not "± 0.000"
+    std = g[values].std(ddof=1) if len(df) else mean * 0
     out = mean.add_suffix("_mean").join(std.add_suffix("_std"))
     out["seeds"] = g["seed"].nunique()
     extra = [c for c in ("dataset_name", "method_name") if c in df.columns]

@@ -329,3 +329,13 @@ def test_runs_on_different_data_of_one_name_are_never_averaged(tmp_path, capsys)
     out = capsys.readouterr().out
     assert "### synthetic[classes=3,n=30,size=8]" in out and "### synthetic[classes=3,n=36,size=8]" in out
     assert [r["Seeds"] for r in table_rows(out, "synthetic[classes=3,n=30,size=8]")] == ["1"]
+
+
+def test_one_seed_shows_a_bare_mean_not_a_zero_spread(tmp_path, capsys):
+    results = tmp_path / "res"
+    assert main(["run", "--methods", "kmeans[nredo=1]", "--datasets", "digits", "--seeds", "0", "--results",
+                 str(results), "--device", "cpu", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["report", "--results", str(results)]) == 0
+    row = table_rows(capsys.readouterr().out, "digits")[0]
+    assert row["Seeds"] == "1" and "±" not in row["ACC"] and float(row["ACC"].strip("*")) > 0.5

@@ -3,7 +3,8 @@
 A deep method says what is its own (its model, its loss, its optimiser, its augmentation
 policy, its prediction rule); the engine does the rest once for all: the dataset lives on
 the device as uint8, two augmented views per image are made there with per-sample
-parameters, the step runs under bf16 autocast with channels_last, the budget is checked
+parameters, the step runs under bf16 autocast with channels_last (and, on a GPU, is
+replayed as one CUDA graph: see ``TrainStep``), the budget is checked
 every step, the loss is checked for NaN without a host sync per step, learning curves
 (loss, throughput, cheap ACC/NMI) are logged, and a checkpoint every epoch lets an
 interrupted run resume where it stopped.

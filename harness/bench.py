@@ -142,11 +142,13 @@ def bench_step(method: DeepMethod, x: np.ndarray, n_classes: int, settings: Engi
     _log(f"{method.name} {size}px batch {bs}: model-only and harness, eager")
     t_model_eager = timed(model_only(eager), steps, warmup, device)
     t_harness_eager = timed(harness(eager), steps, warmup, device)
-    _log(f"{method.name} {size}px batch {bs}: model-only and harness, CUDA graphs {graphed.graph_status}")
-    t_model = timed(model_only(graphed), steps, warmup, device)
-    _log(f"  graphed model-only done {graphed.graph_timings()}")
-    t_harness = timed(harness(graphed), steps, warmup, device)
-    _log(f"  graphed harness done {graphed.graph_timings()}")
+    t_model, t_harness = t_model_eager, t_harness_eager  # no graphs (CPU, turned off, opted out): the same step
+    if graphed.use_graphs:
+        _log(f"{method.name} {size}px batch {bs}: model-only and harness, CUDA graphs")
+        t_model = timed(model_only(graphed), steps, warmup, device)
+        _log(f"  graphed model-only done {graphed.graph_timings()}")
+        t_harness = timed(harness(graphed), steps, warmup, device)
+        _log(f"  graphed harness done {graphed.graph_timings()}")
     if profile:
         _profile(harness(eager), device, "eager harness step")
         if graphed.use_graphs:
@@ -215,7 +217,8 @@ def _profile(step: Callable[[], Any], device: torch.device, title: str) -> None:
     print(prof.key_averages().table(sort_by=key, row_limit=20), flush=True)
 
 
-def bench_eval(n: int = 60000, dim: int = 512, k: int = 10, niter: int = 20, nredo: int = 3, seed: int = 0) -> dict[str, float]:
+def bench_eval(n: int = 60000, dim: int = 512, k: int = 10, niter: int = 20, nredo: int = 3,
+               seed: int = 0) -> dict[str, float]:
     """Metrics + Hungarian at n samples, and faiss vs scikit-learn k-means on n x dim features.
 
     k-means is compared twice.  Same work: both start each of ``nredo`` restarts from the

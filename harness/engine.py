@@ -168,7 +168,7 @@ class TrainStep:
         self.scheduled = type(method).lr_factor is not DeepMethod.lr_factor
         self.step_model = torch.compile(model) if settings.compile else model
         model.train()
-        blocker = self._graph_blocker()
+        blocker = graph_blocker(self.device.type, settings, method, opt, self.scheduled)
         self.use_graphs = blocker is None
         self.graph_status = "on" if blocker is None else f"off: {blocker}"
         if self.use_graphs:
@@ -177,9 +177,6 @@ class TrainStep:
         self._idx: torch.Tensor | None = None
 
     # ---- CUDA graphs --------------------------------------------------------------------
-    def _graph_blocker(self) -> str | None:
-        return graph_blocker(self.device.type, self.settings, self.method, self.opt, self.scheduled)
-
     def _make_optimizer_capturable(self) -> None:
         """Optimiser state on the device (``capturable``) and, under an lr schedule, the lr
         as a device tensor the step updates in place, so replays see the new value."""
@@ -189,12 +186,12 @@ class TrainStep:
             if self.scheduled:
                 g["lr"] = torch.tensor(float(g["lr"]), device=self.device)
 
-    def _graphed(self, key: str, body) -> dict[str, torch.Tensor] | None:
+    def _graphed(self, key: str, body, generators: tuple[torch.Generator, ...]) -> dict[str, torch.Tensor] | None:
         """Run ``body`` through its CapturedStep; None (and graphs off) if it cannot be captured."""
         from clusterbench.cudagraph import CapturedStep, GraphUnavailable
 
         if key not in self._graphs:
-            self._graphs[key] = CapturedStep(body, self.device, generators=self._generators)
+            self._graphs[key] = CapturedStep(body, self.device, generators=generators)
         try:
             return self._graphs[key]()
         except GraphUnavailable as exc:
@@ -203,8 +200,6 @@ class TrainStep:
             warnings.warn(f"CUDA graph capture of the {self.method.name} step failed, running eagerly: {exc}")
             self.use_graphs, self.graph_status = False, f"off: capture failed ({exc})"
             return None
-
-    _generators: tuple[torch.Generator, ...] = ()
 
     def graph_timings(self) -> dict[str, float]:
         """Seconds spent warming up and capturing the graphs (one-off costs inside the budget)."""
@@ -240,43 +235,41 @@ class TrainStep:
             v2 = v2.contiguous(memory_format=torch.channels_last)
         return v1, v2
 
-    def __call__(self, v1: torch.Tensor, v2: torch.Tensor, progress: float) -> dict[str, torch.Tensor]:
-        """An eager step on ready-made views (the PIL pipeline, tests)."""
+    def _step(self, progress: float, eager, graph_key: str | None = None, graph_body=None,
+              generators: tuple[torch.Generator, ...] = ()) -> dict[str, torch.Tensor]:
+        """lr schedule, then the step (replayed as graph ``graph_key`` when graphs are on and it
+        captures, else ``eager()``), then the method's ``after_step``."""
         self.set_progress(progress)
-        terms = self._optimise(v1, v2)
+        terms = None
+        if graph_key is not None and self.use_graphs:
+            terms = self._graphed(graph_key, graph_body, generators)
+        if terms is None:
+            terms = eager()
         self.method.after_step(self.model, progress)
         return terms
+
+    def __call__(self, v1: torch.Tensor, v2: torch.Tensor, progress: float) -> dict[str, torch.Tensor]:
+        """An eager step on ready-made views (the PIL pipeline, tests)."""
+        return self._step(progress, lambda: self._optimise(v1, v2))
 
     def on_batch(self, aug: GPUAugment, x_all: torch.Tensor, idx: torch.Tensor, gen: torch.Generator | None,
                  progress: float) -> dict[str, torch.Tensor]:
         """The harness step: gather ``x_all[idx]`` (uint8 on the device), make two views,
         optimise.  Graphed: ``idx`` is copied into a fixed buffer and the graph replayed."""
-        self.set_progress(progress)
-        terms = None
         if self.use_graphs:
             if self._idx is None:
                 self._idx = idx.clone()
-                self._generators = (gen,) if gen is not None else ()
             else:
                 self._idx.copy_(idx)
-            terms = self._graphed("batch", lambda: self._optimise(*self.views(aug, x_all[self._idx], gen),
-                                                                  cache=False))
-        if terms is None:
-            terms = self._optimise(*self.views(aug, x_all[idx], gen))
-        self.method.after_step(self.model, progress)
-        return terms
+        return self._step(progress, lambda: self._optimise(*self.views(aug, x_all[idx], gen)), "batch",
+                          lambda: self._optimise(*self.views(aug, x_all[self._idx], gen), cache=False),
+                          (gen,) if gen is not None else ())
 
     def on_fixed(self, v1: torch.Tensor, v2: torch.Tensor, progress: float) -> dict[str, torch.Tensor]:
         """A step on the same view tensors every call (the bench's model-only ceiling),
         graphed when graphs are on."""
-        self.set_progress(progress)
-        terms = None
-        if self.use_graphs:
-            terms = self._graphed("fixed", lambda: self._optimise(v1, v2, cache=False))
-        if terms is None:
-            terms = self._optimise(v1, v2)
-        self.method.after_step(self.model, progress)
-        return terms
+        return self._step(progress, lambda: self._optimise(v1, v2), "fixed",
+                          lambda: self._optimise(v1, v2, cache=False))
 
 
 class Engine:

@@ -61,15 +61,7 @@ def copy_results(src: Path, dst: Path) -> Path:
     return dst
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_faiss_thread():
-    """faiss's OpenMP threads spin-wait: on a busy 2-core machine k-means gets 10x slower."""
-    import faiss
-
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 
 @pytest.fixture(scope="module")

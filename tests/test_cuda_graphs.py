@@ -21,6 +21,11 @@ def _cc(**kw):
     return CC(CC.resolve_params({"backbone": "resnet18", "small_stem": True, "image_size": 0, "batch_size": 8, **kw}))
 
 
+def _cueco(**kw):
+    return CueCo(CueCo.resolve_params({"backbone": "resnet18", "small_stem": True, "image_size": 0, "batch_size": 8,
+                                       "queue_size": 32, **kw}))
+
+
 def test_graphs_are_off_on_the_cpu_and_say_why():
     m = _cc()
     model = m.build_model(3, 16, 4)
@@ -43,8 +48,7 @@ def test_graph_blocker_reasons():
 
 
 def test_scheduled_lr_is_applied_in_place_to_a_tensor_lr():
-    m = CueCo(CueCo.resolve_params({"backbone": "resnet18", "small_stem": True, "image_size": 0, "queue_size": 0,
-                                    "batch_size": 8}))
+    m = _cueco(queue_size=0)
     model = m.build_model(3, 16, 4)
     step = TrainStep(m, model, m.configure_optimizer(model), EngineSettings(device="cpu"))
     g = step.opt.param_groups[0]
@@ -68,8 +72,7 @@ def _train(method, model, graphs: bool, steps: int, x):
 
 
 @cuda
-@pytest.mark.parametrize("make", [_cc, lambda: CueCo(CueCo.resolve_params({"backbone": "resnet18", "small_stem": True, "image_size": 0,
-                                                       "queue_size": 32, "batch_size": 8}))])
+@pytest.mark.parametrize("make", [_cc, _cueco])
 def test_graphed_step_trains_like_the_eager_step(make):
     torch.backends.cudnn.deterministic = True
     x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (64, 16, 16, 3), dtype=np.uint8)).cuda()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import math
 
 import pytest
@@ -285,20 +284,6 @@ def test_reported_results_hook():
 
 
 # ---- end to end through the CLI ---------------------------------------------------------------------
-def test_cli_fit_on_tiny_data(tmp_path):
-    from clusterbench.cli import main
-
-    spec = "cueco[preset=fast,small_stem=false,batch_size=16,hidden_dim=64,proj_dim=32,queue_size=64]"
-    rc = main(["run", "--methods", spec, "--datasets", "synthetic[n=96,size=16]", "--seeds", "0",
-               "--budget", "steps=4", "--device", "cpu", "--results", str(tmp_path)])
-    assert rc == 0
-    records = [json.loads(p.read_text()) for p in tmp_path.rglob("record.json")]
-    records = [r for r in records if isinstance(r, dict) and r.get("method") == "cueco"]
-    assert len(records) == 1, "expected one cueco run record"
-    rec = records[0]
-    assert rec["status"] == "done"
-    protos = rec["protocols"]
-    assert {"head", "kmeans", "linear"} <= set(protos)
-    for name in ("head", "kmeans"):
-        assert all(math.isfinite(protos[name][k]) for k in ("acc", "nmi", "ari"))
-    assert 0.0 <= protos["linear"]["accuracy"] <= 1.0
+def test_cli_fit_on_tiny_data(fit_through_cli):
+    fit_through_cli("cueco[preset=fast,small_stem=false,batch_size=16,hidden_dim=64,proj_dim=32,queue_size=64]",
+                    "cueco")

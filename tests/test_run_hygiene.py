@@ -32,14 +32,7 @@ DATA = "synthetic[n=30,classes=3,size=4]"
 TEMP_NAMES = (".checkpoint.pt.k1ll3d.tmp", ".record.json.abc123.tmp", ".labels.npy.x_y.tmp")
 
 
-@pytest.fixture(autouse=True)
-def _one_faiss_thread():
-    import faiss
-
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 
 def done_record(rid: str, acc: float = 0.5) -> dict:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from unittest import mock
 
@@ -282,20 +281,5 @@ def test_reported_results_hook_rows_are_well_formed():
 
 
 # ---- end to end through the CLI ---------------------------------------------------------------------
-def test_cli_fit_on_tiny_data(tmp_path):
-    from clusterbench.cli import main
-
-    spec = "vtcc[preset=fast,batch_size=32,depth=1,embed_dim=32,num_heads=2,feature_dim=16]"
-    rc = main(["run", "--methods", spec, "--datasets", "synthetic[n=96,size=16]", "--seeds", "0",
-               "--budget", "steps=4", "--device", "cpu", "--results", str(tmp_path)])
-    assert rc == 0
-    records = [json.loads(p.read_text()) for p in tmp_path.rglob("record.json")]
-    records = [r for r in records if isinstance(r, dict) and r.get("method") == "vtcc"]
-    assert len(records) == 1, "expected one vtcc run record"
-    rec = records[0]
-    assert rec["status"] == "done"
-    protos = rec["protocols"]
-    assert {"head", "kmeans", "linear"} <= set(protos)
-    for name in ("head", "kmeans"):
-        assert all(math.isfinite(protos[name][k]) for k in ("acc", "nmi", "ari"))
-    assert 0.0 <= protos["linear"]["accuracy"] <= 1.0
+def test_cli_fit_on_tiny_data(fit_through_cli):
+    fit_through_cli("vtcc[preset=fast,batch_size=32,depth=1,embed_dim=32,num_heads=2,feature_dim=16]", "vtcc")

@@ -80,7 +80,20 @@ def cc_augmentation(jitter_strength: float, blur: bool) -> AugmentSpec:
                        jitter_p=0.8, grayscale_p=0.2, blur_p=0.5 if blur else 0.0)
 
 
-class CC(DeepMethod):
+class CCObjective:
+    """CC's training loss and prediction rule over a network returning (z, softmax assignment):
+    shared by every method that trains with CC's objective (CC, VTCC)."""
+
+    def training_loss(self, model, v1, v2):
+        z1, c1 = model(v1)
+        z2, c2 = model(v2)
+        return cc_loss(z1, z2, c1, c2, self.params.tau_instance, self.params.tau_cluster)
+
+    def cluster_logits(self, model, x):
+        return model(x)[1]
+
+
+class CC(CCObjective, DeepMethod):
     name = "cc"
     description = "Contrastive Clustering: instance- and cluster-level contrast (Li et al., AAAI 2021)"
     paper = PAPER
@@ -115,14 +128,6 @@ class CC(DeepMethod):
 
     def augmentation(self, data) -> AugmentSpec:
         return cc_augmentation(self.params.jitter_strength, self.params.blur)
-
-    def training_loss(self, model, v1, v2):
-        z1, c1 = model(v1)
-        z2, c2 = model(v2)
-        return cc_loss(z1, z2, c1, c2, self.params.tau_instance, self.params.tau_cluster)
-
-    def cluster_logits(self, model, x):
-        return model(x)[1]
 
     def embed(self, model, x):
         return model.backbone(x)

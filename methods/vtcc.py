@@ -114,7 +114,7 @@ from torch import nn
 from clusterbench import ConfigError, hookimpl, param
 from clusterbench.augment import AugmentSpec
 from clusterbench.engine import DeepMethod
-from clusterbench.methods.cc import cc_loss
+from clusterbench.methods.cc import CCObjective
 
 PAPER = "Ling et al., Vision Transformer for Contrastive Clustering, arXiv 2206.12925"
 CODE = "official code github.com/JackKoLing/VTCC"
@@ -260,7 +260,7 @@ def vtcc_augmentation(blur_p: float, solarize_p: float) -> AugmentSpec:
 
 
 # ---- the plugin ---------------------------------------------------------------------------------
-class VTCC(DeepMethod):
+class VTCC(CCObjective, DeepMethod):
     name = "vtcc"
     description = "Vision Transformer for Contrastive Clustering: CC's losses on a conv-stem ViT (Ling et al.)"
     paper = PAPER
@@ -308,14 +308,6 @@ class VTCC(DeepMethod):
 
     def augmentation(self, data) -> AugmentSpec:
         return vtcc_augmentation(self.params.blur_p, self.params.solarize_p)
-
-    def training_loss(self, model, v1, v2):
-        z1, c1 = model(v1)
-        z2, c2 = model(v2)
-        return cc_loss(z1, z2, c1, c2, self.params.tau_instance, self.params.tau_cluster)
-
-    def cluster_logits(self, model, x):
-        return model(x)[1]
 
     def embed(self, model, x):
         return model.encoder(x)

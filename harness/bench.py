@@ -6,16 +6,20 @@ For a deep method at a given input size and batch it times, on the same model:
 2. **harness step**: GPU two-view augmentation of uint8 images + the same step
    (exactly the engine's ``TrainStep``);
 3. **PIL pipeline**: the papers' code path, torchvision transforms on PIL images in a
-   ``DataLoader`` with worker processes, feeding the same step;
+   ``DataLoader`` with worker processes, feeding a copy of the network in fp32 -- strict
+   IEEE fp32, as the papers' code specifies, and again with TF32 convolutions, which
+   PyTorch turns on by default on Ampere and newer GPUs -- and feeding the harness's own
+   eager step (same precision as 2: what the data path alone costs);
 
 and prints images/s (one image = two views) with the ratios 2/1 (pipeline efficiency) and
-2/3 (speed-up over the usual pipeline).  It also times feature extraction, the metrics
+2/3 (speed-up over the usual pipeline, against each of the three).  It also times feature extraction, the metrics
 with the Hungarian matching at the dataset's size, and faiss k-means against
 scikit-learn's ``KMeans`` on the same features, same k, same iterations.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import time
@@ -60,12 +64,21 @@ class StepBench:
     batch_size: int
     model_only: float           # 1: the ceiling, as a CUDA graph when graphs are on
     harness: float              # 2: the engine's step, as a CUDA graph when graphs are on
-    pil: float | None           # 3: PIL + DataLoader feeding the model in fp32 (the papers' code path)
+    pil: float | None           # 3: PIL + DataLoader feeding the model in strict fp32 (the papers' code path)
     pil_workers: int
     model_only_eager: float     # 1 and 2 without CUDA graphs (the before of the graphs' before/after)
     harness_eager: float
+    pil_tf32: float | None = None            # 3 with TF32 convolutions/matmuls (PyTorch's GPU default for convs)
     pil_same_precision: float | None = None  # 3 feeding the harness's own eager step (bf16, channels_last)
     cuda_graphs: str = "off"
+    compiled: str = "off"                       # torch.compile of the model in 1 and 2
+    model_only_uncompiled: float | None = None  # 1 and 2 as above without torch.compile, when it is on
+    harness_uncompiled: float | None = None
+
+    @property
+    def compile_gain(self) -> float | None:
+        """Harness step with / without torch.compile (same graphs setting, same run)."""
+        return self.harness / self.harness_uncompiled if self.harness_uncompiled else None
 
     @property
     def efficiency(self) -> float:
@@ -73,14 +86,41 @@ class StepBench:
 
     @property
     def speedup(self) -> float | None:
+        """2/3 against the papers' path (strict fp32)."""
         return self.harness / self.pil if self.pil else None
 
+    @property
+    def speedup_tf32(self) -> float | None:
+        return self.harness / self.pil_tf32 if self.pil_tf32 else None
 
-class _PILTwoViews(torch.utils.data.Dataset):
-    """The papers' data path: PIL image -> torchvision transforms, twice."""
+    @property
+    def speedup_same_precision(self) -> float | None:
+        return self.harness / self.pil_same_precision if self.pil_same_precision else None
+
+
+@contextlib.contextmanager
+def float32_mode(tf32: bool):
+    """Strict IEEE fp32 (``tf32=False``) or TF32 tensor cores for fp32 convolutions and
+    matmuls, restored afterwards.  PyTorch's defaults differ by op (cuDNN convolutions
+    TF32, matmuls strict), so a plain "fp32" figure on a new GPU is neither."""
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+
+
+class PILTwoViews(torch.utils.data.Dataset):
+    """The papers' data path: PIL image -> torchvision transforms, twice.
+
+    The images are held in a shared-memory tensor, so a spawned worker receives a handle,
+    not a pickled copy of the whole array (which took ~80 s for 16 workers x 60,000 CIFAR
+    images); the papers' loaders read an in-memory array the same way.
+    """
 
     def __init__(self, x: np.ndarray, transform) -> None:
-        self.x, self.transform = x, transform
+        self.x, self.transform = torch.from_numpy(np.ascontiguousarray(x)).share_memory_(), transform
 
     def __len__(self) -> int:
         return len(self.x)
@@ -88,7 +128,8 @@ class _PILTwoViews(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         from PIL import Image
 
-        img = Image.fromarray(self.x[i].squeeze(-1) if self.x.shape[-1] == 1 else self.x[i])
+        a = self.x[i].numpy()
+        img = Image.fromarray(a.squeeze(-1) if a.shape[-1] == 1 else a)
         return self.transform(img), self.transform(img)
 
 
@@ -111,7 +152,10 @@ def _pil_transform(spec, size: int):
 def bench_step(method: DeepMethod, x: np.ndarray, n_classes: int, settings: EngineSettings, *, steps: int = 30,
                warmup: int = 10, pil_workers: int | None = None, pil_steps: int | None = None,
                profile: bool = False) -> StepBench:
-    """Images/s of the paths for one method, batch and input size, side by side on one model."""
+    """Images/s of the paths for one method, batch and input size, side by side on one model.
+
+    ``pil_steps=0`` skips the PIL path; ``None`` times it for ``steps`` steps.
+    """
     device = torch.device(settings.device)
     bs = int(method.params.batch_size)
     size = int(getattr(method.params, "image_size", 0) or x.shape[1])
@@ -149,24 +193,30 @@ def bench_step(method: DeepMethod, x: np.ndarray, n_classes: int, settings: Engi
         _log(f"  graphed model-only done {graphed.graph_timings()}")
         t_harness = timed(harness(graphed), steps, warmup, device)
         _log(f"  graphed harness done {graphed.graph_timings()}")
+    t_model_plain = t_harness_plain = None
+    if graphed.compile_status == "on":
+        plain = TrainStep(method, model, opt, replace(settings, compile=False))
+        _log(f"{method.name} {size}px batch {bs}: model-only and harness without torch.compile")
+        t_model_plain = timed(model_only(plain), steps, warmup, device)
+        t_harness_plain = timed(harness(plain), steps, warmup, device)
+        del plain
     if profile:
         _profile(harness(eager), device, "eager harness step")
         if graphed.use_graphs:
             _profile(harness(graphed), device, "graphed harness step")
 
     # 3. the usual PIL + DataLoader pipeline feeding the same network: as the papers' code
-    # runs it (its own copy in fp32, NCHW), and feeding the harness's own eager step
+    # runs it (its own eager, uncompiled copy in fp32, NCHW; strict and with TF32), and
+    # feeding the harness's own eager step
     workers = pil_workers if pil_workers is not None else min(16, os.cpu_count() or 1)
-    t_pil = t_pil_same = None
+    t_pil = t_tf32 = t_same = None
     if pil_steps != 0:
         papers_model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
         papers = TrainStep(method, papers_model, method.configure_optimizer(papers_model),
-                           replace(settings, precision="fp32", cuda_graphs=False, channels_last=False))
+                           replace(settings, precision="fp32", cuda_graphs=False, channels_last=False, compile=False))
         # spawned, not forked: a fork of a process holding CUDA graphs crashes when it frees them
-        # (the cost: each worker unpickles the image array at start, ~80 s for 16 workers x 60,000
-        # CIFAR images on the H100 box; untimed)
         loader = torch.utils.data.DataLoader(
-            _PILTwoViews(x, _pil_transform(method.augmentation(None), size)), batch_size=bs, shuffle=True,
+            PILTwoViews(x, _pil_transform(method.augmentation(None), size)), batch_size=bs, shuffle=True,
             drop_last=True, num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0,
             multiprocessing_context="spawn" if workers > 0 else None)
         it = iter(loader)
@@ -186,14 +236,27 @@ def bench_step(method: DeepMethod, x: np.ndarray, n_classes: int, settings: Engi
                         b.to(device, non_blocking=True).contiguous(memory_format=fmt_in), 0.5)
             return step
 
-        _log(f"{method.name} {size}px batch {bs}: PIL + DataLoader, {workers} workers")
-        t_pil = timed(pil(papers, torch.contiguous_format), pil_steps or steps, pil_warmup, device)
-        if settings.precision != "fp32" and device.type == "cuda":
-            t_pil_same = timed(pil(eager, fmt), pil_steps or steps, pil_warmup, device)
+        n_pil = pil_steps or steps
+        _log(f"{method.name} {size}px batch {bs}: PIL + DataLoader, {workers} workers, fp32")
+        with float32_mode(tf32=False):
+            t_pil = timed(pil(papers, torch.contiguous_format), n_pil, pil_warmup, device)
+        if device.type == "cuda":
+            _log(f"{method.name} {size}px batch {bs}: PIL + DataLoader, TF32")
+            with float32_mode(tf32=True):
+                t_tf32 = timed(pil(papers, torch.contiguous_format), n_pil, pil_warmup, device)
+            if settings.precision != "fp32":
+                _log(f"{method.name} {size}px batch {bs}: PIL + DataLoader, harness eager step")
+                t_same = timed(pil(eager, fmt), n_pil, pil_warmup, device)
         del it, loader, papers, papers_model
-    return StepBench(method.name, size, bs, bs / t_model, bs / t_harness, bs / t_pil if t_pil else None, workers,
-                     model_only_eager=bs / t_model_eager, harness_eager=bs / t_harness_eager,
-                     pil_same_precision=bs / t_pil_same if t_pil_same else None, cuda_graphs=graphed.graph_status)
+
+    def ips(t: float | None) -> float | None:
+        return bs / t if t else None
+
+    return StepBench(method.name, size, bs, bs / t_model, bs / t_harness, ips(t_pil), workers,
+                     model_only_eager=bs / t_model_eager, harness_eager=bs / t_harness_eager, pil_tf32=ips(t_tf32),
+                     pil_same_precision=ips(t_same), cuda_graphs=graphed.graph_status,
+                     compiled=graphed.compile_status, model_only_uncompiled=ips(t_model_plain),
+                     harness_uncompiled=ips(t_harness_plain))
 
 
 def _log(msg: str) -> None:
@@ -217,60 +280,108 @@ def _profile(step: Callable[[], Any], device: torch.device, title: str) -> None:
     print(prof.key_averages().table(sort_by=key, row_limit=20), flush=True)
 
 
-def bench_eval(n: int = 60000, dim: int = 512, k: int = 10, niter: int = 20, nredo: int = 3,
-               seed: int = 0) -> dict[str, float]:
-    """Metrics + Hungarian at n samples, and faiss vs scikit-learn k-means on n x dim features.
+def synthetic_features(n: int = 60000, dim: int = 512, k: int = 10, noise: float = 1.0,
+                       seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """n x dim float32 features from k Gaussian clusters, and their labels."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    centers = rng.normal(0, 1, (k, dim)).astype(np.float32)
+    return (centers[y] + rng.normal(0, noise, (n, dim))).astype(np.float32), y
 
-    k-means is compared twice.  Same work: both start each of ``nredo`` restarts from the
-    same k random points and run exactly ``niter`` Lloyd iterations, so the seconds compare
-    the implementations and the labels must agree.  As used: the harness's ``kmeans``
-    (faiss, random init) against scikit-learn's default (k-means++ init, which costs extra
-    passes), same k, iterations and restarts.
-    """
-    import faiss
-    from sklearn.cluster import KMeans
 
-    from clusterbench.kmeans import kmeans
+def bench_metrics(n: int = 60000, k: int = 10, seed: int = 0) -> float:
+    """Seconds of ACC (Hungarian) + NMI + ARI at n samples, k clusters, 30% of labels wrong."""
     from clusterbench.metrics import evaluate
 
     rng = np.random.default_rng(seed)
     y = rng.integers(0, k, n)
-    centers = rng.normal(0, 1, (k, dim)).astype(np.float32)
-    feats = (centers[y] + rng.normal(0, 1.0, (n, dim))).astype(np.float32)
     pred = np.where(rng.random(n) < 0.7, y, rng.integers(0, k, n))
     t = time.perf_counter()
     evaluate(y, pred)
-    t_metrics = time.perf_counter() - t
+    return time.perf_counter() - t
 
+
+def bench_kmeans(feats: np.ndarray, y: np.ndarray, k: int, niter: int = 20, nredo: int = 3,
+                 seed: int = 0) -> dict[str, Any]:
+    """faiss against scikit-learn's ``KMeans`` on the same features, same k, same iterations.
+
+    *Same work*: each of ``nredo`` restarts starts both from the same k random points and
+    runs exactly ``niter`` Lloyd iterations on every point, so the seconds compare the
+    implementations and the partitions must agree.  faiss is timed on both of its
+    distance paths (BLAS matrix products, its default above 20 queries, and its direct
+    SIMD loops, see :func:`clusterbench.kmeans.faiss_distance_path`).  *Sampled*: faiss's
+    own default of training on 256 points per centroid, then assigning every point.
+    *As used*: the harness's ``kmeans`` (faiss, random init) against scikit-learn's
+    default (k-means++ seeding, which costs extra passes), same iterations and restarts.
+    """
+    import faiss
+    from sklearn.cluster import KMeans
+
+    from clusterbench.kmeans import cap_faiss_threads, faiss_distance_path, kmeans
+    from clusterbench.metrics import evaluate
+
+    threads = cap_faiss_threads(faiss)
+    n, dim = feats.shape
+    rng = np.random.default_rng(seed)
     inits = [feats[rng.choice(n, k, replace=False)] for _ in range(nredo)]
-    t_f = t_s = 0.0
-    agree, acc_f, acc_s = [], [], []
-    for init in inits:
-        t = time.perf_counter()
-        km = faiss.Kmeans(dim, k, niter=niter, max_points_per_centroid=n, verbose=False)
+
+    def faiss_run(init, per_centroid: int) -> np.ndarray:
+        km = faiss.Kmeans(dim, k, niter=niter, max_points_per_centroid=per_centroid, verbose=False, seed=seed)
         km.train(feats, init_centroids=init)
-        lab_f = km.index.search(feats, 1)[1].ravel()
-        t_f += time.perf_counter() - t
+        return km.index.search(feats, 1)[1].ravel()
+
+    variants: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+        "sklearn": lambda init: KMeans(k, init=init, n_init=1, max_iter=niter, tol=0.0,
+                                       algorithm="lloyd").fit_predict(feats),
+        "faiss_blas": lambda init: _with_path(faiss_distance_path, "blas", lambda: faiss_run(init, n)),
+        "faiss_direct": lambda init: _with_path(faiss_distance_path, "direct", lambda: faiss_run(init, n)),
+        "faiss_sampled": lambda init: faiss_run(init, 256),
+    }
+    out: dict[str, Any] = {"n": n, "dim": dim, "k": k, "niter": niter, "restarts": nredo, "cpu_threads": threads}
+    labels: dict[str, list[np.ndarray]] = {name: [] for name in variants}
+    for name, fn in variants.items():
         t = time.perf_counter()
-        lab_s = KMeans(k, init=init, n_init=1, max_iter=niter, tol=0.0, algorithm="lloyd").fit_predict(feats)
-        t_s += time.perf_counter() - t
-        agree.append(evaluate(lab_s, lab_f)["acc"])  # 1.0: the same partition
-        acc_f.append(evaluate(y, lab_f)["acc"])
-        acc_s.append(evaluate(y, lab_s)["acc"])
+        for init in inits:
+            labels[name].append(fn(init))
+        out[f"{name}_seconds"] = time.perf_counter() - t
+        out[f"{name}_acc"] = float(np.mean([evaluate(y, lab)["acc"] for lab in labels[name]]))
+        # 1.0: the same partition as scikit-learn's from the same start
+        out[f"{name}_agreement"] = float(np.min([evaluate(s, lab)["acc"] for s, lab in zip(labels["sklearn"],
+                                                                                          labels[name])]))
+    for name in ("faiss_blas", "faiss_direct", "faiss_sampled"):
+        out[f"{name}_speedup"] = out["sklearn_seconds"] / out[f"{name}_seconds"]
 
     t = time.perf_counter()
     lab_faiss = kmeans(feats, k, seed=seed, niter=niter, nredo=nredo)
-    t_faiss = time.perf_counter() - t
+    out["used_faiss_seconds"] = time.perf_counter() - t
     t = time.perf_counter()
     lab_sk = KMeans(k, n_init=nredo, max_iter=niter, tol=0.0, random_state=seed, algorithm="lloyd").fit_predict(feats)
-    t_sk = time.perf_counter() - t
-    return {"n": n, "dim": dim, "k": k, "niter": niter, "restarts": nredo, "metrics_seconds": t_metrics,
-            "same_init_faiss_seconds": t_f, "same_init_sklearn_seconds": t_s, "same_init_speedup": t_s / t_f,
-            "same_init_label_agreement": float(np.min(agree)), "same_init_faiss_acc": float(np.mean(acc_f)),
-            "same_init_sklearn_acc": float(np.mean(acc_s)),
-            "faiss_seconds": t_faiss, "sklearn_seconds": t_sk, "faiss_speedup": t_sk / t_faiss,
-            "faiss_acc": evaluate(y, lab_faiss)["acc"], "sklearn_acc": evaluate(y, lab_sk)["acc"],
-            "cpu_threads": faiss.omp_get_max_threads()}
+    out["used_sklearn_seconds"] = time.perf_counter() - t
+    out.update(used_speedup=out["used_sklearn_seconds"] / out["used_faiss_seconds"],
+               used_faiss_acc=evaluate(y, lab_faiss)["acc"], used_sklearn_acc=evaluate(y, lab_sk)["acc"])
+    return out
+
+
+def _with_path(path_ctx, path: str, fn: Callable[[], Any]) -> Any:
+    with path_ctx(path):
+        return fn()
+
+
+def kmeans_table(ev: dict[str, Any]) -> str:
+    """The k-means comparison as a Markdown table."""
+    from tabulate import tabulate
+
+    rows = [["scikit-learn Lloyd", f"{ev['sklearn_seconds']:.2f}", "1.0x", f"{ev['sklearn_acc']:.3f}", "1.000"]]
+    for name, label in (("faiss_blas", "faiss, BLAS distances (its default)"),
+                        ("faiss_direct", "faiss, direct SIMD distances"),
+                        ("faiss_sampled", "faiss, trained on 256 points/centroid")):
+        rows.append([label, f"{ev[name + '_seconds']:.2f}", f"{ev[name + '_speedup']:.1f}x", f"{ev[name + '_acc']:.3f}",
+                     f"{ev[name + '_agreement']:.3f}"])
+    rows.append(["as used: harness kmeans (faiss) vs scikit-learn k-means++",
+                 f"{ev['used_faiss_seconds']:.2f} vs {ev['used_sklearn_seconds']:.2f}", f"{ev['used_speedup']:.1f}x",
+                 f"{ev['used_faiss_acc']:.3f} vs {ev['used_sklearn_acc']:.3f}", "-"])
+    return tabulate(rows, headers=["same init, same iterations", "seconds", "speed-up", "ACC", "same labels"],
+                    tablefmt="github")
 
 
 def bench_inference(method: DeepMethod, model: torch.nn.Module, x: np.ndarray, settings: EngineSettings) -> float:
@@ -287,3 +398,32 @@ def bench_inference(method: DeepMethod, model: torch.nn.Module, x: np.ndarray, s
     run_inference(method, model, data, settings.device, settings.precision, lambda m, b: method.embed(m, b),
                   x_dev=x_dev)
     return len(x) / (time.perf_counter() - t)
+
+
+def trained_features(method: DeepMethod, data, settings: EngineSettings, *, steps: int = 300,
+                     max_images: int = 60000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
+    """Features of real images for the k-means comparison: ``method`` trained ``steps``
+    steps on ``data`` by the harness step, then its ``embed`` over the first
+    ``max_images`` images; returns (features, true labels, a description)."""
+    from clusterbench.engine import run_inference
+
+    device = torch.device(settings.device)
+    size = method.model_input_size(data)
+    torch.manual_seed(seed)
+    model = method.build_model(data.channels, size, data.n_classes).to(device)
+    # uncompiled: these features need no speed, and compiling would add ~30 s to the bench
+    stepper = TrainStep(method, model, method.configure_optimizer(model), replace(settings, compile=False))
+    aug = GPUAugment(method.augmentation(data), size, compile=settings.augment_compiled).to(device)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    x_dev = torch.from_numpy(data.x).to(device)
+    bs = min(int(method.params.batch_size), len(data))
+    _log(f"k-means features: training {method.name} for {steps} steps")
+    for i in range(steps):
+        stepper.on_batch(aug, x_dev, torch.randint(0, len(data), (bs,), device=device, generator=gen), gen,
+                         i / max(1, steps))
+    sub = data.subset(np.arange(min(len(data), max_images)))
+    feats = run_inference(method, model, sub, settings.device, settings.precision,
+                          lambda m, b: method.embed(m, b).float())
+    note = (f"{sub.name} images ({len(sub)}), {feats.shape[1]}-d features of {method.name} trained "
+            f"{steps} steps of batch {bs}")
+    return np.ascontiguousarray(feats, dtype=np.float32), np.asarray(sub.y), note

@@ -94,8 +94,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not methods:
         raise ConfigError("no methods selected and no quick method installed")
     validate_grid(reg, methods, args.datasets or [DEFAULT_DATASET], args.data_root)
-    settings = EngineSettings(device=_auto_device(args.device), precision=args.precision,
-                              compile=args.compile, eval_every=args.eval_every,
+    device = _auto_device(args.device)
+    settings = EngineSettings(device=device, precision=args.precision,
+                              compile=_compile_default(args.compile, device), eval_every=args.eval_every,
                               cuda_graphs=not args.no_cuda_graphs, compile_augment=not args.no_compile_augment)
     if settings.device.startswith("cuda"):
         import torch
@@ -213,14 +214,23 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compile_default(flag: bool | None, device: str) -> bool:
+    """``--compile``/``--no-compile`` as given; unset: compile on a GPU (it pays there), not on the CPU."""
+    return device.startswith("cuda") if flag is None else flag
+
+
+def _fmt(v: float | None, spec: str = ",.0f", suffix: str = "") -> str:
+    return f"{v:{spec}}{suffix}" if v else "-"
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
-    import json
     import platform
 
     import torch
     from tabulate import tabulate
 
-    from clusterbench.bench import bench_eval, bench_inference, bench_step
+    from clusterbench.bench import (bench_inference, bench_kmeans, bench_metrics, bench_step, kmeans_table,
+                                    synthetic_features, trained_features)
     from clusterbench.context import EngineSettings
     from clusterbench.envinfo import environment
     from clusterbench.records import atomic_write_json
@@ -228,11 +238,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     reg = _registry(args)
     device = _auto_device(args.device)
-    settings = EngineSettings(device=device, precision=args.precision, compile=args.compile,
+    settings = EngineSettings(device=device, precision=args.precision, compile=_compile_default(args.compile, device),
                               cuda_graphs=not args.no_cuda_graphs, compile_augment=not args.no_compile_augment)
     data = load_dataset(instantiate_dataset(reg, Spec.parse(args.dataset), args.data_root))
     x = data.x[: args.max_images]
     rows, out = [], {"env": environment(device), "settings": settings.__dict__, "dataset": args.dataset, "steps": []}
+    deep, compile_rows = [], []
     for mspec in expand_methods(reg, args.methods):
         for size in args.image_sizes:
             for bs in args.batch_sizes:
@@ -240,42 +251,60 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 method = instantiate_method(reg, spec)
                 if not method.deep:
                     continue
-                r = bench_step(method, x, data.n_classes, settings, steps=args.steps,
+                deep.append(method)
+                r = bench_step(method, x, data.n_classes, settings, steps=args.steps, warmup=args.warmup,
                                pil_workers=args.workers, pil_steps=0 if args.no_pil else None,
                                profile=args.profile)
                 ips = None
                 if args.inference:
                     model = method.build_model(data.channels, size, data.n_classes).to(device)
                     ips = bench_inference(method, model, x, settings)
-                rows.append([str(mspec), size, bs, f"{r.model_only_eager:,.0f}", f"{r.model_only:,.0f}",
-                             f"{r.harness_eager:,.0f}", f"{r.harness:,.0f}", f"{r.pil:,.0f}" if r.pil else "-",
-                             f"{r.pil_same_precision:,.0f}" if r.pil_same_precision else "-",
-                             f"{r.efficiency:.2f}", f"{r.speedup:.1f}x" if r.speedup else "-",
-                             f"{ips:,.0f}" if ips else "-"])
+                rows.append([str(mspec), size, bs, _fmt(r.model_only_eager), _fmt(r.model_only),
+                             _fmt(r.harness_eager), _fmt(r.harness), _fmt(r.pil), _fmt(r.pil_tf32),
+                             _fmt(r.pil_same_precision), f"{r.efficiency:.2f}", _fmt(r.speedup, ".1f", "x"),
+                             _fmt(r.speedup_tf32, ".1f", "x"), _fmt(r.speedup_same_precision, ".1f", "x"), _fmt(ips)])
                 out["steps"].append({**r.__dict__, "efficiency": r.efficiency, "speedup": r.speedup,
+                                     "speedup_tf32": r.speedup_tf32,
+                                     "speedup_same_precision": r.speedup_same_precision,
+                                     "compile_gain": r.compile_gain,
                                      "method_spec": str(mspec), "inference_images_per_s": ips})
-                print(tabulate([rows[-1]], tablefmt="plain"), f"  [CUDA graphs {r.cuda_graphs}]", flush=True)
+                print(tabulate([rows[-1]], tablefmt="plain"), f"  [CUDA graphs {r.cuda_graphs}; compile {r.compiled}]",
+                      flush=True)
+                if r.compile_gain:
+                    compile_rows.append([str(mspec), size, bs, _fmt(r.model_only_uncompiled), _fmt(r.model_only),
+                                         _fmt(r.harness_uncompiled), _fmt(r.harness), f"{r.compile_gain:.2f}x"])
     gpu = out["env"].get("gpu") or platform.processor() or "cpu"
     print(f"\n{gpu}, torch {torch.__version__}, precision {settings.precision}, compile {settings.compile}, "
           f"channels_last {settings.channels_last}, CUDA graphs {settings.cuda_graphs}, compiled augmentation "
-          f"{settings.augment_compiled}; images/s, one image = "
-          f"two views.\n1 = model-only ceiling, 2 = harness step (eager / CUDA graph), 3 = PIL + DataLoader "
-          f"feeding the model in fp32 (the papers' code path) / in the harness's precision")
-    print(tabulate(rows, headers=["method", "size", "batch", "1 eager", "1 graph", "2 eager", "2 graph",
-                                  "3 fp32", f"3 {settings.precision}", "2/1", "2/3", "infer img/s"]))
+          f"{settings.augment_compiled}; images/s, one image = two views (views/s = 2 x images/s).\n"
+          f"1 = model-only ceiling, 2 = harness step (eager / CUDA graph), 3 = PIL + DataLoader feeding the "
+          f"model in strict fp32 (the papers' code path) / with TF32 / the harness's eager {settings.precision} step")
+    if rows:
+        print(tabulate(rows, headers=["method", "size", "batch", "1 eager", "1 graph", "2 eager", "2 graph",
+                                      "3 fp32", "3 tf32", f"3 {settings.precision}", "2/1", "2/3 fp32", "2/3 tf32",
+                                      f"2/3 {settings.precision}", "infer img/s"]))
+    if compile_rows:
+        print("\ntorch.compile of the model, measured in the same run (graphed when graphs are on):")
+        print(tabulate(compile_rows, headers=["method", "size", "batch", "1 uncompiled", "1 compiled", "2 uncompiled",
+                                              "2 compiled", "2 gain"]))
     if args.kmeans:
-        ev = bench_eval(n=args.kmeans_n)
-        out["eval"] = ev
-        print(f"\nmetrics+Hungarian at n={ev['n']}: {ev['metrics_seconds']:.3f}s")
-        print(f"k-means {ev['n']}x{ev['dim']} k={ev['k']}, {ev['niter']} iterations, {ev['restarts']} restarts, "
-              f"{ev['cpu_threads']} CPU threads:")
-        print(f"  same initial centroids: faiss {ev['same_init_faiss_seconds']:.2f}s, scikit-learn "
-              f"{ev['same_init_sklearn_seconds']:.2f}s ({ev['same_init_speedup']:.1f}x), ACC "
-              f"{ev['same_init_faiss_acc']:.3f} vs {ev['same_init_sklearn_acc']:.3f}, labels agree "
-              f"{ev['same_init_label_agreement']:.3f}")
-        print(f"  as used (faiss random init vs scikit-learn k-means++): faiss {ev['faiss_seconds']:.2f}s, "
-              f"scikit-learn {ev['sklearn_seconds']:.2f}s ({ev['faiss_speedup']:.1f}x), ACC "
-              f"{ev['faiss_acc']:.3f} vs {ev['sklearn_acc']:.3f}")
+        out["metrics_seconds"] = bench_metrics(n=args.kmeans_n)
+        print(f"\nmetrics (ACC with Hungarian matching, NMI, ARI) at n={args.kmeans_n}: "
+              f"{out['metrics_seconds']:.3f} s")
+        feats, y = synthetic_features(n=args.kmeans_n)
+        out["kmeans"] = {"synthetic": bench_kmeans(feats, y, k=10)}
+        sets = [("synthetic", f"{args.kmeans_n} x 512 synthetic features, 10 Gaussian clusters")]
+        if deep and args.kmeans_train_steps:
+            m = deep[0]
+            feats, y, note = trained_features(m, data, settings, steps=args.kmeans_train_steps,
+                                              max_images=args.kmeans_n)
+            out["kmeans"]["trained"] = {**bench_kmeans(feats, y, k=data.n_classes), "features": note}
+            sets.append(("trained", note))
+        for key, title in sets:
+            ev = out["kmeans"][key]
+            print(f"\nk-means on {title}: k={ev['k']}, {ev['niter']} iterations, {ev['restarts']} restarts, "
+                  f"{ev['cpu_threads']} CPU threads")
+            print(kmeans_table(ev))
     if args.output:
         atomic_write_json(Path(args.output), out)
         print(f"wrote {args.output}", file=sys.stderr)
@@ -314,7 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--protocols", nargs="+", metavar="P", help="evaluation protocols: head kmeans linear")
     run.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu, cuda, cuda:1")
     run.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
-    run.add_argument("--compile", action="store_true", help="torch.compile the model")
+    run.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                     help="torch.compile the model (default: on a GPU; ~30-40 s of compilation, then "
+                          "~1.3x faster steps)")
     run.add_argument("--no-cuda-graphs", action="store_true",
                      help="run the training step eagerly instead of replaying it as a CUDA graph")
     run.add_argument("--no-compile-augment", action="store_true",
@@ -333,16 +364,21 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--image-sizes", nargs="+", type=int, default=[32])
     b.add_argument("--batch-sizes", nargs="+", type=int, default=[256, 512])
     b.add_argument("--steps", type=int, default=30, help="timed steps per measurement")
+    b.add_argument("--warmup", type=int, default=10, help="untimed steps before each measurement")
     b.add_argument("--workers", type=int, default=None, help="DataLoader workers for the PIL path (default: min(16, cpus))")
     b.add_argument("--no-pil", action="store_true", help="skip the PIL + DataLoader path")
     b.add_argument("--profile", action="store_true", help="print torch.profiler's top operators of the harness step")
     b.add_argument("--inference", action="store_true", help="also time feature extraction")
     b.add_argument("--kmeans", action="store_true", help="also time metrics and faiss vs scikit-learn k-means")
-    b.add_argument("--kmeans-n", type=int, default=60000)
+    b.add_argument("--kmeans-n", type=int, default=60000, help="samples of the k-means and metrics benchmarks")
+    b.add_argument("--kmeans-train-steps", type=int, default=300, metavar="N",
+                   help="also run the k-means comparison on features of the dataset from the first method "
+                        "trained for N steps (0: synthetic features only)")
     b.add_argument("--max-images", type=int, default=60000)
     b.add_argument("--device", default="auto")
     b.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
-    b.add_argument("--compile", action="store_true")
+    b.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the model (default: on a GPU); when on, the uncompiled step is timed too")
     b.add_argument("--no-cuda-graphs", action="store_true", help="measure the eager paths only")
     b.add_argument("--no-compile-augment", action="store_true", help="run the GPU colour jitter eagerly")
     b.add_argument("--output", "-o", help="write the figures as JSON")

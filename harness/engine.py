@@ -46,6 +46,9 @@ class DeepMethod(Method):
     #: host sync and no Python state that changes from step to step (it runs once, at
     #: capture).  Per-step Python logic belongs in ``after_step``, which always runs.
     cuda_graphs: bool = True
+    #: The model may be run through ``torch.compile`` (the default on a GPU).  A method whose
+    #: forward cannot be compiled, or not to the same numbers, sets this False.
+    compile_model: bool = True
     eval_batch_size: int = 1024
 
     # ---- what a method must say -----------------------------------------------------
@@ -166,7 +169,12 @@ class TrainStep:
             model.to(memory_format=torch.channels_last)
         self.base_lrs = [float(g["lr"]) for g in opt.param_groups]
         self.scheduled = type(method).lr_factor is not DeepMethod.lr_factor
-        self.step_model = torch.compile(model) if settings.compile else model
+        if not settings.compile:
+            self.step_model, self.compile_status = model, "off"
+        elif not getattr(method, "compile_model", True):
+            self.step_model, self.compile_status = model, f"off: method {method.name!r} opts out"
+        else:
+            self.step_model, self.compile_status = torch.compile(model), "on"
         model.train()
         blocker = graph_blocker(self.device.type, settings, method, opt, self.scheduled)
         self.use_graphs = blocker is None
@@ -219,9 +227,27 @@ class TrainStep:
             else:
                 g["lr"] = lr0 * factor
 
+    def _loss(self, v1: torch.Tensor, v2: torch.Tensor, cache: bool) -> dict[str, torch.Tensor]:
+        """The method's loss terms; if compiling the model fails (no compiler, an op it cannot
+        trace), warn once and go on with the eager model, as the record then says."""
+        from torch._dynamo.exc import TorchDynamoException
+
+        try:
+            with _autocast(self.device.type, self.settings.precision, cache):
+                return self.method.training_loss(self.step_model, v1, v2)
+        except TorchDynamoException as exc:
+            if self.step_model is self.model:
+                raise
+            import warnings
+
+            reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+            warnings.warn(f"torch.compile of the {self.method.name} model failed, running it eagerly: {reason}")
+            self.step_model, self.compile_status = self.model, f"off: compile failed ({reason})"
+            with _autocast(self.device.type, self.settings.precision, cache):
+                return self.method.training_loss(self.model, v1, v2)
+
     def _optimise(self, v1: torch.Tensor, v2: torch.Tensor, cache: bool = True) -> dict[str, torch.Tensor]:
-        with _autocast(self.device.type, self.settings.precision, cache):
-            terms = self.method.training_loss(self.step_model, v1, v2)
+        terms = self._loss(v1, v2, cache)
         self.opt.zero_grad(set_to_none=True)
         terms["loss"].backward()
         self.opt.step()
@@ -397,7 +423,8 @@ class Engine:
                          epochs=state["step"] / self.steps_per_epoch,
                          evaluated_step=state["step"], batch_size=bs, views_per_image=2,
                          steps_per_epoch=self.steps_per_epoch, input_size=size, n_clusters=self.n_clusters,
-                         cuda_graphs=stepper.graph_status, augment_compiled=ctx.settings.augment_compiled,
+                         cuda_graphs=stepper.graph_status, compiled_model=stepper.compile_status,
+                         augment_compiled=ctx.settings.augment_compiled,
                          **stepper.graph_timings())
         return model
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from typing import Iterator
 
 import numpy as np
 
@@ -27,6 +29,26 @@ def cap_faiss_threads(faiss) -> int:
     n = min(faiss.omp_get_max_threads(), available_cpus())
     faiss.omp_set_num_threads(n)
     return n
+
+
+@contextlib.contextmanager
+def faiss_distance_path(path: str) -> Iterator[None]:
+    """Which of faiss's two exact distance paths its searches take, restored afterwards.
+
+    ``"blas"``: matrix products (faiss's default from 20 queries on); ``"direct"``: its SIMD
+    loops over the queries, in parallel.  Both compute the same distances (up to float
+    rounding); which is faster depends on k, the dimension and the machine.
+    """
+    import faiss
+
+    if path not in ("blas", "direct"):
+        raise ValueError(f"faiss distance path must be 'blas' or 'direct', not {path!r}")
+    old = faiss.cvar.distance_compute_blas_threshold
+    faiss.cvar.distance_compute_blas_threshold = 20 if path == "blas" else 2**30
+    try:
+        yield
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = old
 
 
 def kmeans(features: np.ndarray, k: int, *, seed: int, niter: int = 100, nredo: int = 5) -> np.ndarray:

@@ -13,6 +13,7 @@ from clusterbench.context import EngineSettings
 from clusterbench.engine import TrainStep, graph_blocker
 from clusterbench.methods.cc import CC
 from clusterbench.methods.cueco import CueCo
+from clusterbench.methods.tcc import TCC
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -24,6 +25,11 @@ def _cc(**kw):
 def _cueco(**kw):
     return CueCo(CueCo.resolve_params({"backbone": "resnet18", "small_stem": True, "image_size": 0, "batch_size": 8,
                                        "queue_size": 32, **kw}))
+
+
+def _tcc(**kw):
+    return TCC(TCC.resolve_params({"backbone": "resnet18", "small_stem": True, "image_size": 0, "batch_size": 8,
+                                   **kw}))
 
 
 def test_graphs_are_off_on_the_cpu_and_say_why():
@@ -59,8 +65,9 @@ def test_scheduled_lr_is_applied_in_place_to_a_tensor_lr():
     assert float(lr_t) == pytest.approx(step.base_lrs[0] * m.lr_factor(0.5))
 
 
-def _train(method, model, graphs: bool, steps: int, x):
-    settings = EngineSettings(device="cuda", precision="fp32", cuda_graphs=graphs)
+def _train(method, model, graphs: bool, steps: int, x, compile: bool = False):
+    settings = EngineSettings(device="cuda", precision="fp32", cuda_graphs=graphs, compile=compile)
+    torch.manual_seed(1)  # draws inside the model (TCC's Gumbel noise) come from the default generator
     step = TrainStep(method, model, method.configure_optimizer(model), settings)
     aug = GPUAugment(method.augmentation(None), 16).cuda()
     gen = torch.Generator(device="cuda").manual_seed(0)
@@ -72,17 +79,18 @@ def _train(method, model, graphs: bool, steps: int, x):
 
 
 @cuda
-@pytest.mark.parametrize("make", [_cc, _cueco])
-def test_graphed_step_trains_like_the_eager_step(make):
+@pytest.mark.parametrize("make,compile", [(_cc, False), (_cueco, False), (_tcc, False), (_cc, True), (_tcc, True)])
+def test_graphed_step_trains_like_the_eager_step(make, compile):
     torch.backends.cudnn.deterministic = True
     x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (64, 16, 16, 3), dtype=np.uint8)).cuda()
     m_e, m_g = make(), make()
     torch.manual_seed(0)
     model_e = m_e.build_model(3, 16, 4).cuda()
     model_g = copy.deepcopy(model_e)
-    step_e, loss_e = _train(m_e, model_e, False, 8, x)
-    step_g, loss_g = _train(m_g, model_g, True, 8, x)
+    step_e, loss_e = _train(m_e, model_e, False, 8, x, compile)
+    step_g, loss_g = _train(m_g, model_g, True, 8, x, compile)
     assert step_e.graph_status.startswith("off") and step_g.graph_status == "on"
+    assert step_g.compile_status == ("on" if compile else "off")  # compiled (and not fallen back) when asked
     assert step_g._graphs["batch"].graph is not None  # captured after the warm-up, then replayed
     # same seed, same random draws, same updates (to float rounding of differently ordered kernels)
     np.testing.assert_allclose(loss_g, loss_e, rtol=1e-3, atol=1e-3)

@@ -153,8 +153,11 @@ def graph_blocker(device_type: str, settings, method: DeepMethod, opt: torch.opt
 class TrainStep:
     """One optimisation step on two views: what the engine loops over and ``bench`` times.
 
-    Model in channels_last, bf16 autocast on the GPU, optional ``torch.compile``, the
-    method's lr schedule applied in place (no optimiser rebuild), no host sync.  On a
+    Model in channels_last, bf16 autocast on the GPU, ``torch.compile`` when
+    ``settings.compile`` (the CLI's default on a GPU: ~1.3x per step after ~30 s of
+    compiling; a method may opt out, a failed compile falls back to eager, and
+    ``compile_status`` says which), the method's lr schedule applied in place (no
+    optimiser rebuild), no host sync.  On a
     GPU the whole step (batch gather, two-view augmentation, forward, backward,
     optimiser) is replayed as one CUDA graph (see ``clusterbench.cudagraph``) unless
     ``settings.cuda_graphs`` is off or the method or its optimiser cannot be captured;

@@ -325,16 +325,17 @@ def bench_kmeans(feats: np.ndarray, y: np.ndarray, k: int, niter: int = 20, nred
     rng = np.random.default_rng(seed)
     inits = [feats[rng.choice(n, k, replace=False)] for _ in range(nredo)]
 
-    def faiss_run(init, per_centroid: int) -> np.ndarray:
-        km = faiss.Kmeans(dim, k, niter=niter, max_points_per_centroid=per_centroid, verbose=False, seed=seed)
-        km.train(feats, init_centroids=init)
-        return km.index.search(feats, 1)[1].ravel()
+    def faiss_run(init, per_centroid: int, path: str = "blas") -> np.ndarray:
+        with faiss_distance_path(path):
+            km = faiss.Kmeans(dim, k, niter=niter, max_points_per_centroid=per_centroid, verbose=False, seed=seed)
+            km.train(feats, init_centroids=init)
+            return km.index.search(feats, 1)[1].ravel()
 
     variants: dict[str, Callable[[np.ndarray], np.ndarray]] = {
         "sklearn": lambda init: KMeans(k, init=init, n_init=1, max_iter=niter, tol=0.0,
                                        algorithm="lloyd").fit_predict(feats),
-        "faiss_blas": lambda init: _with_path(faiss_distance_path, "blas", lambda: faiss_run(init, n)),
-        "faiss_direct": lambda init: _with_path(faiss_distance_path, "direct", lambda: faiss_run(init, n)),
+        "faiss_blas": lambda init: faiss_run(init, n, "blas"),
+        "faiss_direct": lambda init: faiss_run(init, n, "direct"),
         "faiss_sampled": lambda init: faiss_run(init, 256),
     }
     out: dict[str, Any] = {"n": n, "dim": dim, "k": k, "niter": niter, "restarts": nredo, "cpu_threads": threads}
@@ -360,11 +361,6 @@ def bench_kmeans(feats: np.ndarray, y: np.ndarray, k: int, niter: int = 20, nred
     out.update(used_speedup=out["used_sklearn_seconds"] / out["used_faiss_seconds"],
                used_faiss_acc=evaluate(y, lab_faiss)["acc"], used_sklearn_acc=evaluate(y, lab_sk)["acc"])
     return out
-
-
-def _with_path(path_ctx, path: str, fn: Callable[[], Any]) -> Any:
-    with path_ctx(path):
-        return fn()
 
 
 def kmeans_table(ev: dict[str, Any]) -> str:

@@ -116,3 +116,19 @@ def test_a_model_that_fails_to_compile_runs_eagerly_and_says_so():
         terms = step(v, v.flip(3), 0.0)
     assert torch.isfinite(terms["loss"]) and step.compile_status.startswith("off: compile failed (")
     assert step.step_model is model
+
+
+def test_faiss_distance_path_switches_and_restores():
+    import faiss
+
+    from clusterbench.kmeans import faiss_distance_path
+
+    before = faiss.cvar.distance_compute_blas_threshold
+    with faiss_distance_path("direct"):
+        assert faiss.cvar.distance_compute_blas_threshold > 10**6
+        with faiss_distance_path("blas"):
+            assert faiss.cvar.distance_compute_blas_threshold == 20
+    assert faiss.cvar.distance_compute_blas_threshold == before
+    with pytest.raises(ValueError, match="'blas' or 'direct'"):
+        with faiss_distance_path("gpu"):
+            pass

@@ -49,7 +49,10 @@ def device_info(device: str) -> dict[str, Any]:
             idx = torch.device(device).index or 0
             props = torch.cuda.get_device_properties(idx)
             info.update(gpu=props.name, gpu_memory_gb=round(props.total_memory / 2**30, 1),
-                        cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version())
+                        cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
+                        # fp32 work on the GPU is TF32 where these are on (PyTorch: convolutions by default)
+                        tf32_convolutions=torch.backends.cudnn.allow_tf32,
+                        tf32_matmul=torch.backends.cuda.matmul.allow_tf32)
     except ImportError:  # pragma: no cover
         pass
     return info

@@ -132,3 +132,20 @@ def test_faiss_distance_path_switches_and_restores():
     with pytest.raises(ValueError, match="'blas' or 'direct'"):
         with faiss_distance_path("gpu"):
             pass
+
+
+def test_gpu_records_say_whether_fp32_ran_as_tf32(monkeypatch):
+    from types import SimpleNamespace
+
+    from clusterbench.envinfo import device_info
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(name="Fake GPU",
+                                                                                        total_memory=2**34))
+    monkeypatch.setattr(torch.backends.cudnn, "version", lambda: 90000)
+    with float32_mode(tf32=False):
+        info = device_info("cuda")
+    assert info["gpu"] == "Fake GPU" and info["tf32_convolutions"] is False and info["tf32_matmul"] is False
+    with float32_mode(tf32=True):
+        assert device_info("cuda:0")["tf32_convolutions"] is True
+    assert "tf32_convolutions" not in device_info("cpu")

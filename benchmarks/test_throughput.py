@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from clusterbench.augment import GPUAugment
-from clusterbench.bench import PILTwoViews, _pil_transform, float32_mode, synthetic_features
+from clusterbench.bench import float32_mode, pil_loader, synthetic_features
 from clusterbench.context import EngineSettings
 from clusterbench.engine import TrainStep
 from clusterbench.methods.cc import CC
@@ -77,11 +77,7 @@ def test_pil_pipeline_step(benchmark, images):
     """3: the papers' path, torchvision on PIL images in a DataLoader, strict fp32 model."""
     m, step = _stepper(compile=False, graphs=False, precision="fp32", channels_last=False)
     workers = 8 if GPU else 0
-    loader = torch.utils.data.DataLoader(
-        PILTwoViews(images, _pil_transform(m.augmentation(None), SIZE)), batch_size=BATCH, shuffle=True,
-        drop_last=True, num_workers=workers, persistent_workers=workers > 0, pin_memory=GPU,
-        multiprocessing_context="spawn" if workers else None)
-    it = iter(loader)
+    it = iter(pil_loader(images, m.augmentation(None), SIZE, BATCH, workers, pin_memory=GPU))
 
     def one():
         a, b = next(it)

@@ -149,6 +149,17 @@ def _pil_transform(spec, size: int):
     return T.Compose(ops)
 
 
+def pil_loader(x: np.ndarray, spec, size: int, batch_size: int, workers: int,
+               pin_memory: bool) -> torch.utils.data.DataLoader:
+    """The papers' loader: PIL two views in ``workers`` spawned processes, shuffled, last
+    batch dropped.  Spawned, not forked: a fork of a process holding CUDA graphs crashes
+    when it frees them."""
+    return torch.utils.data.DataLoader(
+        PILTwoViews(x, _pil_transform(spec, size)), batch_size=batch_size, shuffle=True, drop_last=True,
+        num_workers=workers, pin_memory=pin_memory, persistent_workers=workers > 0,
+        multiprocessing_context="spawn" if workers > 0 else None)
+
+
 def bench_step(method: DeepMethod, x: np.ndarray, n_classes: int, settings: EngineSettings, *, steps: int = 30,
                warmup: int = 10, pil_workers: int | None = None, pil_steps: int | None = None,
                profile: bool = False) -> StepBench:
@@ -183,23 +194,20 @@ def bench_step(method: DeepMethod, x: np.ndarray, n_classes: int, settings: Engi
             stepper.on_batch(aug, x_dev, idx, gen, 0.5)
         return step
 
-    _log(f"{method.name} {size}px batch {bs}: model-only and harness, eager")
-    t_model_eager = timed(model_only(eager), steps, warmup, device)
-    t_harness_eager = timed(harness(eager), steps, warmup, device)
+    def both(stepper: TrainStep, what: str) -> tuple[float, float]:
+        """Seconds per step of 1 and 2 through ``stepper``."""
+        _log(f"{method.name} {size}px batch {bs}: model-only and harness, {what}")
+        return timed(model_only(stepper), steps, warmup, device), timed(harness(stepper), steps, warmup, device)
+
+    t_model_eager, t_harness_eager = both(eager, "eager")
     t_model, t_harness = t_model_eager, t_harness_eager  # no graphs (CPU, turned off, opted out): the same step
     if graphed.use_graphs:
-        _log(f"{method.name} {size}px batch {bs}: model-only and harness, CUDA graphs")
-        t_model = timed(model_only(graphed), steps, warmup, device)
-        _log(f"  graphed model-only done {graphed.graph_timings()}")
-        t_harness = timed(harness(graphed), steps, warmup, device)
-        _log(f"  graphed harness done {graphed.graph_timings()}")
+        t_model, t_harness = both(graphed, "CUDA graphs")
+        _log(f"  graph warm-up and capture {graphed.graph_timings()}")
     t_model_plain = t_harness_plain = None
     if graphed.compile_status == "on":
-        plain = TrainStep(method, model, opt, replace(settings, compile=False))
-        _log(f"{method.name} {size}px batch {bs}: model-only and harness without torch.compile")
-        t_model_plain = timed(model_only(plain), steps, warmup, device)
-        t_harness_plain = timed(harness(plain), steps, warmup, device)
-        del plain
+        t_model_plain, t_harness_plain = both(TrainStep(method, model, opt, replace(settings, compile=False)),
+                                              "without torch.compile")
     if profile:
         _profile(harness(eager), device, "eager harness step")
         if graphed.use_graphs:
@@ -214,11 +222,7 @@ def bench_step(method: DeepMethod, x: np.ndarray, n_classes: int, settings: Engi
         papers_model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
         papers = TrainStep(method, papers_model, method.configure_optimizer(papers_model),
                            replace(settings, precision="fp32", cuda_graphs=False, channels_last=False, compile=False))
-        # spawned, not forked: a fork of a process holding CUDA graphs crashes when it frees them
-        loader = torch.utils.data.DataLoader(
-            PILTwoViews(x, _pil_transform(method.augmentation(None), size)), batch_size=bs, shuffle=True,
-            drop_last=True, num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0,
-            multiprocessing_context="spawn" if workers > 0 else None)
+        loader = pil_loader(x, method.augmentation(None), size, bs, workers, pin_memory=device.type == "cuda")
         it = iter(loader)
         # warm-up drains what the workers prefetch while they start (prefetch_factor 2 each),
         # so the timed steps see the pipeline's steady rate, not a full queue
@@ -399,27 +403,24 @@ def bench_inference(method: DeepMethod, model: torch.nn.Module, x: np.ndarray, s
 def trained_features(method: DeepMethod, data, settings: EngineSettings, *, steps: int = 300,
                      max_images: int = 60000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
     """Features of real images for the k-means comparison: ``method`` trained ``steps``
-    steps on ``data`` by the harness step, then its ``embed`` over the first
-    ``max_images`` images; returns (features, true labels, a description)."""
-    from clusterbench.engine import run_inference
+    steps on ``data`` by the engine (as ``clusterbench run`` trains it), then its
+    ``features`` over the first ``max_images`` images; returns (features, true labels, a
+    description)."""
+    import tempfile
+    from pathlib import Path
 
-    device = torch.device(settings.device)
-    size = method.model_input_size(data)
-    torch.manual_seed(seed)
-    model = method.build_model(data.channels, size, data.n_classes).to(device)
-    # uncompiled: these features need no speed, and compiling would add ~30 s to the bench
-    stepper = TrainStep(method, model, method.configure_optimizer(model), replace(settings, compile=False))
-    aug = GPUAugment(method.augmentation(data), size, compile=settings.augment_compiled).to(device)
-    gen = torch.Generator(device=device).manual_seed(seed)
-    x_dev = torch.from_numpy(data.x).to(device)
-    bs = min(int(method.params.batch_size), len(data))
+    from clusterbench.budget import Budget
+    from clusterbench.context import RunContext
+    from clusterbench.metrics import evaluate
+
     _log(f"k-means features: training {method.name} for {steps} steps")
-    for i in range(steps):
-        stepper.on_batch(aug, x_dev, torch.randint(0, len(data), (bs,), device=device, generator=gen), gen,
-                         i / max(1, steps))
+    # uncompiled: these features need no speed, and compiling would add ~30 s to the bench
+    with tempfile.TemporaryDirectory() as run_dir:
+        ctx = RunContext(seed=seed, budget=Budget(steps=steps), settings=replace(settings, compile=False),
+                         run_dir=Path(run_dir), evaluate=lambda labels: evaluate(data.y, labels))
+        method.fit(data, ctx)
     sub = data.subset(np.arange(min(len(data), max_images)))
-    feats = run_inference(method, model, sub, settings.device, settings.precision,
-                          lambda m, b: method.embed(m, b).float())
+    feats = method.features(sub)
     note = (f"{sub.name} images ({len(sub)}), {feats.shape[1]}-d features of {method.name} trained "
-            f"{steps} steps of batch {bs}")
+            f"{steps} steps of batch {min(int(method.params.batch_size), len(data))}")
     return np.ascontiguousarray(feats, dtype=np.float32), np.asarray(sub.y), note

@@ -235,9 +235,12 @@ class TrainStep:
         trace), warn once and go on with the eager model, as the record then says."""
         from torch._dynamo.exc import TorchDynamoException
 
-        try:
+        def loss(model: nn.Module) -> dict[str, torch.Tensor]:
             with _autocast(self.device.type, self.settings.precision, cache):
-                return self.method.training_loss(self.step_model, v1, v2)
+                return self.method.training_loss(model, v1, v2)
+
+        try:
+            return loss(self.step_model)
         except TorchDynamoException as exc:
             if self.step_model is self.model:
                 raise
@@ -246,8 +249,7 @@ class TrainStep:
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
             warnings.warn(f"torch.compile of the {self.method.name} model failed, running it eagerly: {reason}")
             self.step_model, self.compile_status = self.model, f"off: compile failed ({reason})"
-            with _autocast(self.device.type, self.settings.precision, cache):
-                return self.method.training_loss(self.model, v1, v2)
+            return loss(self.model)
 
     def _optimise(self, v1: torch.Tensor, v2: torch.Tensor, cache: bool = True) -> dict[str, torch.Tensor]:
         terms = self._loss(v1, v2, cache)

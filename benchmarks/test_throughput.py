@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from clusterbench.augment import GPUAugment
-from clusterbench.bench import float32_mode, pil_loader, synthetic_features
-from clusterbench.context import EngineSettings
-from clusterbench.engine import TrainStep
+from clusterbench.train.augment import GPUAugment
+from clusterbench.bench.steps import float32_mode, pil_loader, synthetic_features
+from clusterbench.settings import EngineSettings
+from clusterbench.train.engine import TrainStep
 from clusterbench.methods.cc import CC
 
 GPU = torch.cuda.is_available()
@@ -99,7 +99,7 @@ def test_kmeans_same_start_same_iterations(benchmark, features, library):
     import faiss
     from sklearn.cluster import KMeans
 
-    from clusterbench.kmeans import cap_faiss_threads
+    from clusterbench.evaluate.faiss_kmeans import cap_faiss_threads
 
     feats, _ = features
     init = feats[np.random.default_rng(0).choice(len(feats), 10, replace=False)]
@@ -116,7 +116,7 @@ def test_kmeans_same_start_same_iterations(benchmark, features, library):
 
 def test_metrics_at_60000(benchmark):
     """ACC (Hungarian) + NMI + ARI at 60,000 samples."""
-    from clusterbench.metrics import evaluate
+    from clusterbench.evaluate.metrics import evaluate
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 10, 60000)

@@ -1,21 +1,89 @@
 """clusterbench: a plugin-based benchmark harness for deep image clustering.
 
-The public API a plugin needs is re-exported here; the harness core imports no method
-or dataset by name: it finds them through the ``clusterbench`` entry-point group.
+Everything a plugin needs is importable from here, and plugins import nothing else: the
+contract (``Method``, ``Dataset``, ``ImageData``, ``param``, ``hookimpl``), the errors, the
+deep-method base (``DeepMethod``, ``AugmentSpec``) and the building blocks methods share.
+The core imports no method or dataset by name: it finds them through the ``clusterbench``
+entry-point group.  Names that need torch are imported on first use, so ``clusterbench
+list`` stays fast.
 """
 
-from clusterbench.api import ConfigError, DataError, Dataset, ImageData, Method, param
-from clusterbench.hookspecs import hookimpl
+from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from clusterbench.api import Dataset, ImageData, Method, TrainStats, param
+from clusterbench.budget import Budget
+from clusterbench.context import RunContext
+from clusterbench.errors import (
+    ClusterbenchError,
+    ConfigError,
+    DataError,
+    GraphUnavailable,
+    PluginError,
+    RecordError,
+    TrainingDiverged,
+)
+from clusterbench.hookspecs import hookimpl
+from clusterbench.settings import EngineSettings
+
+try:
+    __version__ = version("clusterbench")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree that is not installed
+    __version__ = "0+unknown"
+
+#: name -> module of the names imported on first use (they import torch or faiss)
+_LAZY = {
+    "DeepMethod": "clusterbench.train.engine",
+    "AugmentSpec": "clusterbench.train.augment",
+    "ResNetBackbone": "clusterbench.train.backbones",
+    "nt_xent": "clusterbench.train.losses",
+    "neg_entropy_of_mean": "clusterbench.train.losses",
+    "momentum_copy": "clusterbench.train.momentum",
+    "ema_update": "clusterbench.train.momentum",
+    "cosine_momentum": "clusterbench.train.momentum",
+    "kmeans": "clusterbench.evaluate.faiss_kmeans",
+}
 
 __all__ = [
+    "AugmentSpec",
+    "Budget",
+    "ClusterbenchError",
     "ConfigError",
     "DataError",
     "Dataset",
+    "DeepMethod",
+    "EngineSettings",
+    "GraphUnavailable",
     "ImageData",
     "Method",
-    "param",
-    "hookimpl",
+    "PluginError",
+    "RecordError",
+    "ResNetBackbone",
+    "RunContext",
+    "TrainStats",
+    "TrainingDiverged",
     "__version__",
+    "cosine_momentum",
+    "ema_update",
+    "hookimpl",
+    "kmeans",
+    "momentum_copy",
+    "neg_entropy_of_mean",
+    "nt_xent",
+    "param",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'clusterbench' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 import numpy as np
 
+from clusterbench.errors import ConfigError, DataError, PluginError
+
 if TYPE_CHECKING:  # pragma: no cover
     from clusterbench.context import RunContext
 
@@ -25,17 +27,8 @@ __all__ = [
     "Dataset",
     "Method",
     "param",
-    "DataError",
-    "ConfigError",
+    "TrainStats",
 ]
-
-
-class ConfigError(ValueError):
-    """Bad user input (names, budgets, parameters): reported as one line, exit code 2."""
-
-
-class DataError(ValueError):
-    """Missing, unreadable or malformed data: reported as one line naming the file."""
 
 
 def param(default: Any, doc: str, source: str | None = None) -> Any:
@@ -52,13 +45,14 @@ class ImageData:
     """Images and labels as the harness hands them to methods.
 
     ``x`` is uint8 of shape (N, H, W, C); ``y`` int64 of shape (N,), values in
-    ``[0, n_classes)``.  ``train_mask`` marks the samples of the dataset's training split
+    ``[0, n_classes)``, or None in the copy a method's ``fit`` receives
+    (:meth:`without_labels`): methods never see the labels.  ``train_mask`` marks the samples of the dataset's training split
     (used by the linear-probe protocol); clustering itself uses every sample, as the
     clustering papers do.
     """
 
     x: np.ndarray
-    y: np.ndarray
+    y: np.ndarray | None
     n_classes: int
     name: str
     class_names: tuple[str, ...] = ()
@@ -73,6 +67,10 @@ class ImageData:
             )
         if x.shape[-1] not in (1, 3):
             raise DataError(f"dataset {self.name!r}: images must have 1 or 3 channels, got shape {x.shape}")
+        if self.train_mask is not None and (self.train_mask.shape != (len(x),) or self.train_mask.dtype != bool):
+            raise DataError(f"dataset {self.name!r}: train_mask must be bool with one entry per image")
+        if y is None:
+            return  # the unlabelled view handed to ``Method.fit``
         if not isinstance(y, np.ndarray) or y.ndim != 1 or len(y) != len(x):
             raise DataError(
                 f"dataset {self.name!r}: labels must be a 1-D array with one label per image "
@@ -87,11 +85,9 @@ class ImageData:
                 f"dataset {self.name!r}: labels out of range [0, {self.n_classes}): "
                 f"min {int(y.min())}, max {int(y.max())}"
             )
-        if self.train_mask is not None and (self.train_mask.shape != y.shape or self.train_mask.dtype != bool):
-            raise DataError(f"dataset {self.name!r}: train_mask must be bool with one entry per image")
 
     def __len__(self) -> int:
-        return len(self.y)
+        return len(self.x)
 
     @property
     def image_size(self) -> int:
@@ -106,12 +102,41 @@ class ImageData:
         h = hashlib.sha256()
         h.update(str(self.x.shape).encode())
         h.update(np.ascontiguousarray(self.x).data)
+        if self.y is None:
+            raise DataError(f"dataset {self.name!r}: the unlabelled view has no digest")
         h.update(np.ascontiguousarray(self.y.astype(np.int64)).data)
         return h.hexdigest()[:16]
 
     def subset(self, idx: np.ndarray) -> "ImageData":
         mask = None if self.train_mask is None else self.train_mask[idx]
-        return dataclasses.replace(self, x=self.x[idx], y=self.y[idx], train_mask=mask)
+        y = None if self.y is None else self.y[idx]
+        return dataclasses.replace(self, x=self.x[idx], y=y, train_mask=mask)
+
+    def without_labels(self) -> "ImageData":
+        """The same images with ``y`` None: what ``Method.fit`` receives."""
+        return dataclasses.replace(self, y=None)
+
+
+@dataclass(frozen=True)
+class TrainStats:
+    """What ``Method.fit`` did, as the record's ``cost`` and ``stats`` report it.
+
+    ``train_seconds`` is the training clock (what a ``minutes=`` budget counts);
+    ``setup_seconds`` is one-off work outside it (compilation, graph capture).  ``details``
+    holds what the engine chose (batch size, CUDA graphs on/off, ...), recorded as is.
+    """
+
+    train_seconds: float
+    images_seen: int
+    setup_seconds: float = 0.0
+    epochs: float | None = None
+    steps: int | None = None
+    resumed_from_epoch: int | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in dataclasses.asdict(self).items() if k != "details" and v is not None}
+        return {**out, **dict(self.details)}
 
 
 class Dataset(abc.ABC):
@@ -141,6 +166,11 @@ class Dataset(abc.ABC):
                 f"dataset {self.name!r} takes no option(s) {sorted(unknown)}; "
                 f"it takes {sorted(self.option_names()) or 'none'}"
             )
+
+    @classmethod
+    def check_class(cls) -> None:
+        """Raise :class:`PluginError` (one line) if this class breaks the dataset contract."""
+        _check_plugin_class(cls, "dataset", ("description",))
 
     @classmethod
     def option_names(cls) -> tuple[str, ...]:
@@ -187,6 +217,19 @@ class Method(abc.ABC):
     def __init__(self, params: Any | None = None) -> None:
         self.params = params if params is not None else self.Params()
 
+    @classmethod
+    def check_class(cls) -> None:
+        """Raise :class:`PluginError` (one line) if this class breaks the method contract:
+        checked when the plugin registers, so a malformed plugin never reaches a cell."""
+        _check_plugin_class(cls, "method", ("description",))
+        params = getattr(cls, "Params", None)
+        if not (isinstance(params, type) and dataclasses.is_dataclass(params)):
+            raise PluginError(f"method {cls.name!r} ({cls.__qualname__}) has no `Params` dataclass")
+        try:
+            params()
+        except TypeError as exc:
+            raise PluginError(f"method {cls.name!r}: every field of `Params` needs a default ({exc})") from None
+
     # ---- hyper-parameters ------------------------------------------------------------
     @classmethod
     def param_fields(cls) -> list[dataclasses.Field]:
@@ -218,8 +261,11 @@ class Method(abc.ABC):
 
     # ---- the work ----------------------------------------------------------------------
     @abc.abstractmethod
-    def fit(self, data: ImageData, ctx: "RunContext") -> None:
-        """Learn from the images (labels are never given to the method)."""
+    def fit(self, data: ImageData, ctx: "RunContext") -> TrainStats | None:
+        """Learn from the images: ``data.y`` is None, labels are never given to the method.
+
+        Return :class:`TrainStats` to report the training clock and images seen; None
+        means the whole ``fit`` counts as training time, over one pass of the data."""
 
     @abc.abstractmethod
     def predict(self, data: ImageData) -> np.ndarray:
@@ -228,6 +274,15 @@ class Method(abc.ABC):
     def features(self, data: ImageData) -> np.ndarray | None:
         """Optional float features of shape (N, D) for the ``kmeans`` and ``linear`` protocols."""
         return None
+
+
+def _check_plugin_class(cls: type, kind: str, attributes: tuple[str, ...]) -> None:
+    for attr in attributes:
+        if not isinstance(getattr(cls, attr, None), str) or not getattr(cls, attr):
+            raise PluginError(f"{kind} {cls.name!r} ({cls.__qualname__}) has no `{attr}`")
+    missing = sorted(getattr(cls, "__abstractmethods__", ()))
+    if missing:
+        raise PluginError(f"{kind} {cls.name!r} ({cls.__qualname__}) does not implement {', '.join(missing)}")
 
 
 def _coerce(method: str, key: str, value: Any, default: Any) -> Any:

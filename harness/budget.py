@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from clusterbench.api import ConfigError
+from clusterbench.errors import ConfigError
 
 KEYS = ("epochs", "steps", "images", "minutes")
 

@@ -8,8 +8,7 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-from clusterbench.api import ConfigError, DataError
-from clusterbench.records import RecordError
+from clusterbench.errors import ClusterbenchError, ConfigError, DataError
 
 DEFAULT_RESULTS = "clusterbench-results"
 DEFAULT_SEEDS = [0, 1, 2]
@@ -83,9 +82,9 @@ def _auto_device(requested: str) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from clusterbench.budget import Budget
-    from clusterbench.context import EngineSettings
-    from clusterbench.records import ResultsStore
-    from clusterbench.report import render
+    from clusterbench.settings import EngineSettings
+    from clusterbench.results.store import ResultsStore
+    from clusterbench.report.render import render
     from clusterbench.runner import Reporter, run_grid, validate_grid
 
     reg = _registry(args)
@@ -162,7 +161,7 @@ def spec_text(ds: dict) -> str:
 
 
 def _write(path: Path, data: bytes) -> None:
-    from clusterbench.records import atomic_write_bytes
+    from clusterbench.results.store import atomic_write_bytes
 
     try:
         atomic_write_bytes(path, data)
@@ -171,8 +170,8 @@ def _write(path: Path, data: bytes) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from clusterbench.records import ResultsStore
-    from clusterbench.report import build_figures, render
+    from clusterbench.results.store import ResultsStore
+    from clusterbench.report.render import build_figures, render
 
     store = ResultsStore(args.results, create=False)
     records = list(store.iter_records(strict=True))  # a broken record: RecordError naming the file, exit 2
@@ -229,11 +228,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import torch
     from tabulate import tabulate
 
-    from clusterbench.bench import (bench_inference, bench_kmeans, bench_metrics, bench_step, kmeans_table,
+    from clusterbench.bench.steps import (bench_inference, bench_kmeans, bench_metrics, bench_step, kmeans_table,
                                     synthetic_features, trained_features)
-    from clusterbench.context import EngineSettings
-    from clusterbench.envinfo import environment
-    from clusterbench.records import atomic_write_json
+    from clusterbench.settings import EngineSettings
+    from clusterbench.results.envinfo import environment
+    from clusterbench.results.store import atomic_write_json
     from clusterbench.runner import Spec, expand_methods, instantiate_method, load_dataset, instantiate_dataset
 
     reg = _registry(args)
@@ -421,7 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.simplefilter("default")
             warnings.formatwarning = _one_line_warning
             return args.func(args)
-    except (ConfigError, DataError, RecordError) as exc:
+    except ClusterbenchError as exc:
         print(f"clusterbench: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

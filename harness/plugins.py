@@ -19,14 +19,11 @@ from typing import Any
 import pluggy
 
 from clusterbench import hookspecs
-from clusterbench.api import ConfigError, Dataset, Method
+from clusterbench.api import Dataset, Method
+from clusterbench.errors import ConfigError, PluginError
 
 GROUP = "clusterbench"
 DISABLE_ENV = "CLUSTERBENCH_DISABLE_PLUGINS"
-
-
-class PluginError(ConfigError):
-    """Two plugins provide the same name, or a plugin returns something that is not a plugin class."""
 
 
 @dataclass
@@ -150,6 +147,12 @@ def load_registry(extra_plugins: list[tuple[str, Any]] | None = None) -> Registr
             name = getattr(cls, "name", None)
             if not isinstance(name, str) or not name:
                 raise PluginError(f"plugin {provider}: {cls.__qualname__} has no `name`")
+            try:
+                cls.check_class()
+            except PluginError as exc:  # this class is skipped; every other plugin still works
+                reg.failed[f"{provider}:{name}"] = str(exc)
+                warnings.warn(f"clusterbench plugin {provider}: {exc}; skipped", RuntimeWarning, stacklevel=2)
+                continue
             if name in table and table[name] is not cls:
                 raise PluginError(
                     f"{kind} {name!r} is provided by both {reg.providers[(kind, name)]} and {provider}; "

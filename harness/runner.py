@@ -18,14 +18,16 @@ from typing import Any, Callable
 
 import numpy as np
 
-from clusterbench.api import ConfigError, DataError, Dataset, ImageData, Method
+from clusterbench.api import Dataset, ImageData, Method, TrainStats
+from clusterbench.errors import ConfigError, DataError, TrainingDiverged
 from clusterbench.budget import Budget
-from clusterbench.context import EngineSettings, RunContext
-from clusterbench.envinfo import environment
-from clusterbench.metrics import evaluate
+from clusterbench.context import RunContext
+from clusterbench.settings import EngineSettings
+from clusterbench.results.envinfo import environment
+from clusterbench.evaluate.metrics import evaluate
 from clusterbench.plugins import Registry
-from clusterbench.protocols import check_protocols, run_protocols
-from clusterbench.records import SCHEMA_VERSION, ResultsStore, make_run_id
+from clusterbench.evaluate.protocols import check_protocols, run_protocols
+from clusterbench.results.store import SCHEMA_VERSION, ResultsStore, make_run_id
 from clusterbench.seeding import seed_everything
 
 _SPEC = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*(?:\[(.*)\])?\s*$")
@@ -205,16 +207,18 @@ def run_cell(
         wall = time.perf_counter()
         try:
             t = time.perf_counter()
-            method.fit(data, ctx)
+            fitted = method.fit(data.without_labels(), ctx)
             fit_seconds = time.perf_counter() - t
             results, labels, infer_ips = run_protocols(method, data, chosen, seed)
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # the grid goes on; the record says why
             reason = "out of memory" if _is_oom(exc) else f"{type(exc).__name__}: {exc}"
+            where = ({"diverged_at_epoch": exc.epoch, "diverged_at_step": exc.step}
+                     if isinstance(exc, TrainingDiverged) else {})
             record.update(status="failed", error={"reason": reason, "type": type(exc).__name__,
                                                   "traceback": traceback.format_exc(limit=20)},
-                          curve=ctx.curve, stats=ctx.stats,
+                          curve=ctx.curve, stats=where,
                           finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                           env=environment(settings.device if cls.deep else "cpu"))
             store.write_record(run_id, record)  # removes labels of an earlier run
@@ -224,8 +228,8 @@ def run_cell(
             return base
         finally:
             gc.collect()
-        train_seconds = ctx.stats.get("train_seconds", fit_seconds)
-        images_seen = ctx.stats.get("images_seen", len(data))
+        fitted = fitted or TrainStats(train_seconds=fit_seconds, images_seen=len(data))
+        train_seconds, images_seen = fitted.train_seconds, fitted.images_seen
         record.update(
             status="done",
             protocols=results,
@@ -239,7 +243,7 @@ def run_cell(
                 "eval_images_per_s": infer_ips,
                 **_peak_memory_mb(settings.device if cls.deep else "cpu"),
             },
-            stats=ctx.stats,
+            stats=fitted.to_dict(),
             curve=ctx.curve,
             finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             env=environment(settings.device if cls.deep else "cpu"),

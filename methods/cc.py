@@ -37,10 +37,10 @@ import torch
 from torch import nn
 
 from clusterbench import hookimpl, param
-from clusterbench.augment import AugmentSpec
-from clusterbench.backbones import ResNetBackbone
-from clusterbench.engine import DeepMethod
-from clusterbench.losses import neg_entropy_of_mean, nt_xent
+from clusterbench.train.augment import AugmentSpec
+from clusterbench.train.backbones import ResNetBackbone
+from clusterbench.train.engine import DeepMethod
+from clusterbench.train.losses import neg_entropy_of_mean, nt_xent
 
 PAPER = "Li et al., Contrastive Clustering, AAAI 2021"
 
@@ -119,6 +119,8 @@ class CC(CCObjective, DeepMethod):
     presets = {
         "paper": {},
         "fast": {"backbone": "resnet18", "small_stem": True, "image_size": 0},
+        # tiny, for the contract tests over the registry (CPU, seconds); not for measurements
+        "smoke": {"backbone": "resnet18", "small_stem": True, "image_size": 0, "batch_size": 16, "feature_dim": 16},
     }
 
     def build_model(self, in_chans: int, image_size: int, n_clusters: int) -> nn.Module:

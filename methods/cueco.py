@@ -40,7 +40,7 @@ against the paper's §2 before quoting numbers from it.
 Model: a ResNet backbone and a 2-layer MLP projector form the query network; the key
 network is a frozen copy updated after every step as xi <- m xi + (1 - m) theta with m
 going from 0.99 to 0.999 on a cosine schedule (solo-learn's CIFAR MoCo v2+;
-``clusterbench.momentum``).  K learnable centroids C (unit vectors, K = the number of
+``clusterbench.train.momentum``).  K learnable centroids C (unit vectors, K = the number of
 clusters) live in the projection space.
 
 Loss: L = L_con + lambda * L_clu, symmetrised over the two views.  (The figure caption sends
@@ -97,11 +97,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from clusterbench import hookimpl, param
-from clusterbench.augment import AugmentSpec
-from clusterbench.backbones import ResNetBackbone
-from clusterbench.engine import DeepMethod
-from clusterbench.losses import neg_entropy_of_mean
-from clusterbench.momentum import cosine_momentum, ema_update, momentum_copy
+from clusterbench.train.augment import AugmentSpec
+from clusterbench.train.backbones import ResNetBackbone
+from clusterbench.train.engine import DeepMethod
+from clusterbench.train.losses import neg_entropy_of_mean
+from clusterbench.train.momentum import cosine_momentum, ema_update, momentum_copy
 
 PAPER = "Giakoumoglou & Stathaki, Cluster Contrast for Unsupervised Visual Representation Learning, ICIP 2025"
 
@@ -304,6 +304,9 @@ class CueCo(DeepMethod):
         "fast": {"backbone": "resnet18", "small_stem": True, "image_size": 0, "batch_size": 256, "warmup": 0.1},
         # solo-learn's ImageNet-100 MoCo v2+ (scripts/pretrain/imagenet-100/mocov2plus.yaml)
         "imagenet100": {"small_stem": False, "image_size": 224, "queue_size": 65536, "momentum_final": 1.0},
+        # tiny, for the contract tests over the registry (CPU, seconds); not for measurements
+        "smoke": {"backbone": "resnet18", "small_stem": False, "image_size": 0, "batch_size": 16, "warmup": 0.1,
+                  "hidden_dim": 64, "proj_dim": 32, "queue_size": 64},
     }
 
     def __init__(self, params=None) -> None:

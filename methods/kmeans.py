@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from clusterbench import ImageData, Method, hookimpl, param
-from clusterbench.kmeans import kmeans
+from clusterbench.evaluate.faiss_kmeans import kmeans
 
 
 def _pixels(data: ImageData) -> np.ndarray:
@@ -27,6 +27,7 @@ class KMeansPixels(Method):
     quick = True
     transductive = True
     protocols = ("head",)
+    presets = {"smoke": {"niter": 20, "nredo": 1}}  # for the contract tests over the registry
 
     @dataclass(frozen=True)
     class Params:

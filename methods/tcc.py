@@ -88,10 +88,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from clusterbench import hookimpl, param
-from clusterbench.augment import AugmentSpec
-from clusterbench.backbones import ResNetBackbone
-from clusterbench.engine import DeepMethod
-from clusterbench.losses import neg_entropy_of_mean, nt_xent
+from clusterbench.train.augment import AugmentSpec
+from clusterbench.train.backbones import ResNetBackbone
+from clusterbench.train.engine import DeepMethod
+from clusterbench.train.losses import neg_entropy_of_mean, nt_xent
 
 PAPER = "Shen et al., You Never Cluster Alone, NeurIPS 2021"
 CITATION = PAPER + ", main results table (values as indexed by wizwand.com; table not read here)"
@@ -236,6 +236,8 @@ class TCC(DeepMethod):
     presets = {
         "paper": {},
         "fast": {"backbone": "resnet18", "small_stem": True, "image_size": 0, "batch_size": 256},
+        # tiny, for the contract tests over the registry (CPU, seconds); not for measurements
+        "smoke": {"backbone": "resnet18", "small_stem": True, "image_size": 0, "batch_size": 16, "feature_dim": 16},
     }
 
     def build_model(self, in_chans: int, image_size: int, n_clusters: int) -> nn.Module:

@@ -112,8 +112,8 @@ import torch
 from torch import nn
 
 from clusterbench import ConfigError, hookimpl, param
-from clusterbench.augment import AugmentSpec
-from clusterbench.engine import DeepMethod
+from clusterbench.train.augment import AugmentSpec
+from clusterbench.train.engine import DeepMethod
 from clusterbench.methods.cc import CCObjective
 
 PAPER = "Ling et al., Vision Transformer for Contrastive Clustering, arXiv 2206.12925"
@@ -295,6 +295,9 @@ class VTCC(CCObjective, DeepMethod):
     presets = {
         "paper": {},
         "fast": {"depth": 6, "image_size": 0, "batch_size": 256, "blur_p": 0.0},
+        # tiny, for the contract tests over the registry (CPU, seconds); not for measurements
+        "smoke": {"depth": 1, "image_size": 0, "batch_size": 16, "blur_p": 0.0, "embed_dim": 32, "num_heads": 2,
+                  "feature_dim": 16},
     }
 
     def resolved_patch_size(self, image_size: int) -> int:

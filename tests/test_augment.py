@@ -11,7 +11,7 @@ import torchvision.transforms as T
 import torchvision.transforms.functional as TF
 import torchvision.transforms.v2.functional as F2
 
-from clusterbench.augment import (AugmentSpec, GPUAugment, _adjust_brightness, _adjust_contrast, _adjust_hue,
+from clusterbench.train.augment import (AugmentSpec, GPUAugment, _adjust_brightness, _adjust_contrast, _adjust_hue,
                                   _adjust_saturation, _color_jitter, _draw_params, _gaussian_blur, _N_RAND,
                                   _sample_crops, blur_kernel_size, eval_transform, two_views)
 
@@ -92,7 +92,7 @@ def test_two_views_stacked_grid_equals_per_view_crop():
     v = aug.views(x, 2, g)
     u = torch.rand(6, _N_RAND, generator=gen(3))
     p = _draw_params(u, spec, 16, 16, 3)
-    from clusterbench.augment import _crop_theta
+    from clusterbench.train.augment import _crop_theta
     theta = _crop_theta(p.top, p.left, p.height, p.width, p.flip, 16, 16)
     xx = torch.cat([x, x]).permute(0, 3, 1, 2).float() / 255
     ref = F.grid_sample(xx, F.affine_grid(theta, [6, 3, 12, 12], align_corners=False), align_corners=False,

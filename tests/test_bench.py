@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from clusterbench.bench import PILTwoViews, _pil_transform, bench_kmeans, float32_mode, synthetic_features
+from clusterbench.bench.steps import PILTwoViews, _pil_transform, bench_kmeans, float32_mode, synthetic_features
 from clusterbench.cli import _compile_default, main
-from clusterbench.augment import AugmentSpec
-from clusterbench.context import EngineSettings
-from clusterbench.engine import TrainStep
+from clusterbench.train.augment import AugmentSpec
+from clusterbench.settings import EngineSettings
+from clusterbench.train.engine import TrainStep
 from clusterbench.methods.cc import CC
 
 pytestmark = pytest.mark.usefixtures("one_faiss_thread")
@@ -121,7 +121,7 @@ def test_a_model_that_fails_to_compile_runs_eagerly_and_says_so():
 def test_faiss_distance_path_switches_and_restores():
     import faiss
 
-    from clusterbench.kmeans import faiss_distance_path
+    from clusterbench.evaluate.faiss_kmeans import faiss_distance_path
 
     before = faiss.cvar.distance_compute_blas_threshold
     with faiss_distance_path("direct"):
@@ -137,7 +137,7 @@ def test_faiss_distance_path_switches_and_restores():
 def test_gpu_records_say_whether_fp32_ran_as_tf32(monkeypatch):
     from types import SimpleNamespace
 
-    from clusterbench.envinfo import device_info
+    from clusterbench.results.envinfo import device_info
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(name="Fake GPU",

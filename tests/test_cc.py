@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from clusterbench.losses import neg_entropy_of_mean, nt_xent
+from clusterbench.train.losses import neg_entropy_of_mean, nt_xent
 from clusterbench.methods.cc import CC, cluster_contrastive_loss
 
 

@@ -18,7 +18,7 @@ from types import SimpleNamespace
 import pytest
 
 from clusterbench.cli import main
-from clusterbench.records import MARKER, ResultsStore
+from clusterbench.results.store import MARKER, ResultsStore
 
 
 # ---- helpers --------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from clusterbench.cli import main
-from clusterbench.kmeans import available_cpus, kmeans
+from clusterbench.evaluate.faiss_kmeans import available_cpus, kmeans
 
 EXPLODER = '''
 from dataclasses import dataclass

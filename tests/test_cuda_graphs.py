@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from clusterbench.augment import GPUAugment
-from clusterbench.context import EngineSettings
-from clusterbench.engine import TrainStep, graph_blocker
+from clusterbench.train.augment import GPUAugment
+from clusterbench.settings import EngineSettings
+from clusterbench.train.engine import TrainStep, graph_blocker
 from clusterbench.methods.cc import CC
 from clusterbench.methods.cueco import CueCo
 from clusterbench.methods.tcc import TCC

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clusterbench.momentum import cosine_momentum, ema_update, momentum_copy
+from clusterbench.train.momentum import cosine_momentum, ema_update, momentum_copy
 from clusterbench.methods.cueco import (
     CueCo,
     infonce,

@@ -13,10 +13,11 @@ from torch import nn
 
 from clusterbench import hookimpl, param
 from clusterbench.budget import Budget
-from clusterbench.context import EngineSettings, RunContext
+from clusterbench.context import RunContext
+from clusterbench.settings import EngineSettings
 from clusterbench.datasets.synthetic import make_synthetic
-from clusterbench.engine import DeepMethod, TrainingDiverged
-from clusterbench.metrics import evaluate
+from clusterbench import DeepMethod, TrainingDiverged
+from clusterbench.evaluate.metrics import evaluate
 
 
 class Tiny(DeepMethod):
@@ -69,9 +70,9 @@ def data():
 def test_steps_budget_and_curve(tmp_path, data):
     m = Tiny(Tiny.resolve_params())
     ctx = make_ctx(tmp_path, "steps=6", data)
-    m.fit(data, ctx)
-    assert ctx.stats["steps"] == 6 and ctx.stats["images_seen"] == 6 * 16
-    assert ctx.stats["epochs"] == pytest.approx(1.5)
+    stats = m.fit(data, ctx)
+    assert stats.steps == 6 and stats.images_seen == 6 * 16
+    assert stats.epochs == pytest.approx(1.5)
     assert [p["step"] for p in ctx.curve] == [4, 6]
     assert all(np.isfinite(p["loss"]) for p in ctx.curve)
     assert "acc" in ctx.curve[-1] and "loss_instance" in ctx.curve[-1]
@@ -82,9 +83,10 @@ def test_steps_budget_and_curve(tmp_path, data):
 
 def test_epochs_budget(tmp_path, data):
     ctx = make_ctx(tmp_path, "epochs=2", data)
-    Tiny(Tiny.resolve_params()).fit(data, ctx)
-    assert ctx.stats["epochs"] == 2 and ctx.stats["steps"] == 8
-    assert not ctx.checkpoint_path.exists() or ctx.checkpoint_path.stat().st_size > 0
+    stats = Tiny(Tiny.resolve_params()).fit(data, ctx)
+    assert stats.epochs == 2 and stats.steps == 8
+    # checkpointed after epoch 1, not after the final epoch (the runner deletes it on success anyway)
+    assert torch.load(ctx.checkpoint_path, weights_only=False)["state"]["epoch"] == 1
 
 
 def test_same_seed_same_model_different_seed_differs(tmp_path, data):
@@ -109,9 +111,9 @@ def test_resume_from_checkpoint_continues_not_restarts(tmp_path, data):
     assert ck["state"]["epoch"] == 1
     resumed = make_ctx(tmp_path, "epochs=3", data)
     torch.manual_seed(0)
-    Tiny(Tiny.resolve_params()).fit(data, resumed)
-    assert resumed.stats["resumed_from_epoch"] == 1
-    assert resumed.stats["steps"] == 12  # 4 steps from the checkpoint + 8 new
+    stats = Tiny(Tiny.resolve_params()).fit(data, resumed)
+    assert stats.resumed_from_epoch == 1
+    assert stats.steps == 12  # 4 steps from the checkpoint + 8 new
     assert [p["epoch"] for p in resumed.curve] == [1, 2, 3]
 
 
@@ -119,21 +121,21 @@ def test_damaged_checkpoint_restarts_cleanly(tmp_path, data):
     (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
     ctx = make_ctx(tmp_path, "steps=2", data)
     with pytest.warns(UserWarning, match="could not be loaded"):
-        Tiny(Tiny.resolve_params()).fit(data, ctx)
-    assert ctx.stats["steps"] == 2
+        stats = Tiny(Tiny.resolve_params()).fit(data, ctx)
+    assert stats.steps == 2
 
 
 def test_nan_loss_stops_with_reason(tmp_path, data):
     ctx = make_ctx(tmp_path, "epochs=3", data)
-    with pytest.raises(TrainingDiverged, match="loss became nan"):
+    with pytest.raises(TrainingDiverged, match="loss became nan") as info:
         Tiny(Tiny.resolve_params({"poison_at_step": 2})).fit(data, ctx)
-    assert ctx.stats["diverged_at_epoch"] == 0
+    assert info.value.epoch == 0 and info.value.step is not None
 
 
 def test_engine_failure_recorded_and_grid_goes_on(tmp_path):
     """Through the runner: a diverging method is a failed record; the next cell still runs."""
     from clusterbench.plugins import load_registry
-    from clusterbench.records import ResultsStore
+    from clusterbench.results.store import ResultsStore
     from clusterbench.runner import Reporter, run_grid
 
     class Plugin:

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from clusterbench.metrics import cluster_acc, contingency, evaluate, hungarian_match
+from clusterbench.evaluate.metrics import cluster_acc, contingency, evaluate, hungarian_match
 
 
 def brute_force_acc(y_true: np.ndarray, y_pred: np.ndarray) -> float:

@@ -14,7 +14,8 @@ import clusterbench.plugins as plugins
 from clusterbench import Dataset, ImageData, Method, hookimpl, param
 from clusterbench.api import ConfigError
 from clusterbench.cli import main
-from clusterbench.plugins import DISABLE_ENV, PluginError, load_local_plugin, load_registry
+from clusterbench.errors import PluginError
+from clusterbench.plugins import DISABLE_ENV, load_local_plugin, load_registry
 
 BUILTIN_METHODS = {"kmeans": "clusterbench.methods.kmeans", "kmeans-pca": "clusterbench.methods.kmeans"}
 BUILTIN_DATASETS = {"digits": "clusterbench.datasets.digits", "synthetic": "clusterbench.datasets.synthetic"}

@@ -17,10 +17,10 @@ import pytest
 from clusterbench import Method, param
 from clusterbench.api import ConfigError
 from clusterbench.budget import Budget
-from clusterbench.context import EngineSettings
+from clusterbench.settings import EngineSettings
 from clusterbench.datasets.synthetic import Synthetic
 from clusterbench.plugins import Registry
-from clusterbench.records import (
+from clusterbench.results.store import (
     MARKER,
     SCHEMA_VERSION,
     RecordError,

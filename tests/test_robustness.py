@@ -10,8 +10,8 @@
 
 The methods come from a local plugin file (``--plugin``): ``sleepy`` (sleeps, or hangs on
 one seed, so a kill lands deterministically), failing methods, and ``tinydeep``, a tiny
-:class:`~clusterbench.engine.DeepMethod` trained by the real engine.  Until
-``clusterbench.augment`` provides ``GPUAugment`` (another issue), the plugin file gives the
+:class:`~clusterbench.train.engine.DeepMethod` trained by the real engine.  Until
+``clusterbench.train.augment`` provides ``GPUAugment`` (another issue), the plugin file gives the
 engine a minimal stand-in augmentation, inside the subprocess only.
 """
 
@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 
 from clusterbench.cli import main
-from clusterbench.records import load_record
+from clusterbench.results.store import load_record
 
 PLUGIN = r'''
 from __future__ import annotations
@@ -110,7 +110,7 @@ class NanFeatures(Sleepy):
         return f
 
 
-import clusterbench.augment as _augment
+import clusterbench.train.augment as _augment
 
 METHODS = [Sleepy, Boom, Oom, NanFeatures]
 
@@ -148,7 +148,7 @@ if not hasattr(_augment, "GPUAugment") and os.environ.get("CB_TEST_SHIM"):
 if hasattr(_augment, "GPUAugment"):
     from torch import nn
 
-    from clusterbench.engine import DeepMethod
+    from clusterbench.train.engine import DeepMethod
 
     class TinyDeep(DeepMethod):
         name = "tinydeep"

@@ -21,11 +21,11 @@ import pytest
 from clusterbench import Method, param
 from clusterbench.budget import Budget
 from clusterbench.cli import main
-from clusterbench.context import EngineSettings
+from clusterbench.settings import EngineSettings
 from clusterbench.datasets.synthetic import Synthetic
 from clusterbench.datasets.torchvision_sets import Cifar10
 from clusterbench.plugins import Registry
-from clusterbench.records import SCHEMA_VERSION, ResultsStore, load_record
+from clusterbench.results.store import SCHEMA_VERSION, ResultsStore, load_record
 from clusterbench.runner import Spec, run_cell
 
 DATA = "synthetic[n=30,classes=3,size=4]"

@@ -195,7 +195,7 @@ def test_training_loss_is_ccs_objective_computed_by_hand():
 
 
 def test_cluster_loss_entropy_term_prevents_collapse():
-    from clusterbench.losses import nt_xent
+    from clusterbench.train.losses import nt_xent
     from clusterbench.methods.cc import cluster_contrastive_loss
 
     k = 4

@@ -7,7 +7,7 @@ hook), a row of the paper's numbers follows the measured row it matches (method 
 dataset name, protocol), marked as reported, with its citation and the gap.
 
 Formats: markdown, latex (booktabs), csv (the aggregate), html (one self-contained page
-with the figures of :mod:`clusterbench.plots` embedded as base64 PNG).
+with the figures of :mod:`clusterbench.report.plots` embedded as base64 PNG).
 """
 
 from __future__ import annotations
@@ -343,7 +343,7 @@ def render(records: Iterable[dict[str, Any]], fmt: str = "markdown", *,
     """The leaderboard in one of FORMATS.
 
     ``reported``: paper numbers (``Registry.reported_results()``) to show beside the
-    measured rows.  ``figures`` (:class:`clusterbench.plots.DatasetFigures`) and ``notes``
+    measured rows.  ``figures`` (:class:`clusterbench.report.plots.DatasetFigures`) and ``notes``
     are embedded by the html format only.
     """
     if fmt not in FORMATS:
@@ -518,8 +518,8 @@ def render_html(tables: Sequence[Table], figures: Sequence[Any], notes: list[str
 # ---- figures for a results store -----------------------------------------------------------------
 def build_figures(records: Sequence[dict[str, Any]], run_dir: Callable[[dict[str, Any]], Any],
                   load_data: Callable[[dict[str, Any]], Any] | None, *, max_methods: int = 4) -> list[Any]:
-    """:class:`clusterbench.plots.DatasetFigures` for every table of the report."""
-    from clusterbench.plots import dataset_figures
+    """:class:`clusterbench.report.plots.DatasetFigures` for every table of the report."""
+    from clusterbench.report.plots import dataset_figures
 
     done = [r for r in records if r.get("status") == "done"]
     if not done:

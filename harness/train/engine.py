@@ -23,14 +23,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from clusterbench.api import ImageData, Method
-from clusterbench.augment import AugmentSpec, GPUAugment, eval_transform, two_views
+from clusterbench.api import ImageData, Method, TrainStats
+from clusterbench.errors import GraphUnavailable, TrainingDiverged
+from clusterbench.train.augment import AugmentSpec, GPUAugment, eval_transform, two_views
 from clusterbench.context import RunContext
-from clusterbench.records import atomic_write_bytes
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite: the run stops and is recorded as failed."""
+from clusterbench.results.store import atomic_write_bytes
 
 
 class DeepMethod(Method):
@@ -89,10 +86,11 @@ class DeepMethod(Method):
         return int(getattr(self.params, "image_size", 0) or data.image_size)
 
     # ---- Method interface -------------------------------------------------------------
-    def fit(self, data: ImageData, ctx: RunContext) -> None:
-        self.model = Engine(self, data, ctx).train()
+    def fit(self, data: ImageData, ctx: RunContext) -> TrainStats:
+        self.model, stats = Engine(self, data, ctx).train()
         self._device = ctx.device
         self._precision = ctx.settings.precision
+        return stats
 
     def _batched(self, data: ImageData, fn) -> np.ndarray:
         return run_inference(self, self.model, data, self._device, self._precision, fn)
@@ -159,7 +157,7 @@ class TrainStep:
     ``compile_status`` says which), the method's lr schedule applied in place (no
     optimiser rebuild), no host sync.  On a
     GPU the whole step (batch gather, two-view augmentation, forward, backward,
-    optimiser) is replayed as one CUDA graph (see ``clusterbench.cudagraph``) unless
+    optimiser) is replayed as one CUDA graph (see ``clusterbench.train.cudagraph``) unless
     ``settings.cuda_graphs`` is off or the method or its optimiser cannot be captured;
     ``graph_status`` says which, and the run records it.
     """
@@ -199,7 +197,7 @@ class TrainStep:
 
     def _graphed(self, key: str, body, generators: tuple[torch.Generator, ...]) -> dict[str, torch.Tensor] | None:
         """Run ``body`` through its CapturedStep; None (and graphs off) if it cannot be captured."""
-        from clusterbench.cudagraph import CapturedStep, GraphUnavailable
+        from clusterbench.train.cudagraph import CapturedStep
 
         if key not in self._graphs:
             self._graphs[key] = CapturedStep(body, self.device, generators=generators)
@@ -344,7 +342,7 @@ class Engine:
         return ck["state"]
 
     # ---- the loop -----------------------------------------------------------------------
-    def train(self) -> nn.Module:
+    def train(self) -> tuple[nn.Module, TrainStats]:
         method, ctx, data = self.method, self.ctx, self.data
         budget = ctx.budget
         if budget.empty:
@@ -359,8 +357,7 @@ class Engine:
 
         x_dev = torch.from_numpy(data.x).to(self.device)  # uint8 on the device, once
         state = self._load(model, opt, gen) or {"epoch": 0, "step": 0, "images": 0, "seconds": 0.0}
-        if state["step"]:
-            ctx.stats["resumed_from_epoch"] = state["epoch"]
+        resumed_from = state["epoch"] if state["step"] else None
         eval_every = ctx.settings.eval_every or self._auto_eval_every()
         n = len(data)
         bs = self.batch_size
@@ -401,8 +398,8 @@ class Engine:
             state["seconds"] += time.perf_counter() - t0
             mean_loss = (loss_sum / max(1, steps_this_epoch)).item()  # one sync per epoch
             if not math.isfinite(mean_loss):
-                ctx.stats.update(diverged_at_epoch=state["epoch"], diverged_at_step=state["step"])
-                raise TrainingDiverged(f"loss became {mean_loss} in epoch {state['epoch']} (by step {state['step']})")
+                raise TrainingDiverged(f"loss became {mean_loss} in epoch {state['epoch']} (by step {state['step']})",
+                                       epoch=state["epoch"], step=state["step"])
             complete = steps_this_epoch == self.steps_per_epoch
             if complete:
                 state["epoch"] += 1
@@ -424,14 +421,14 @@ class Engine:
             ctx.progress(progress() if not done else 1.0, f"epoch {state['epoch']} loss {mean_loss:.3f}")
             if not done and complete and state["epoch"] % max(1, ctx.settings.checkpoint_every) == 0:
                 self._save(model, opt, gen, state)
-        ctx.stats.update(train_seconds=state["seconds"], images_seen=state["images"], steps=state["step"],
-                         epochs=state["step"] / self.steps_per_epoch,
-                         evaluated_step=state["step"], batch_size=bs, views_per_image=2,
+        stats = TrainStats(
+            train_seconds=state["seconds"], images_seen=state["images"], steps=state["step"],
+            epochs=state["step"] / self.steps_per_epoch, resumed_from_epoch=resumed_from,
+            details=dict(evaluated_step=state["step"], batch_size=bs, views_per_image=2,
                          steps_per_epoch=self.steps_per_epoch, input_size=size, n_clusters=self.n_clusters,
                          cuda_graphs=stepper.graph_status, compiled_model=stepper.compile_status,
-                         augment_compiled=ctx.settings.augment_compiled,
-                         **stepper.graph_timings())
-        return model
+                         augment_compiled=ctx.settings.augment_compiled, **stepper.graph_timings()))
+        return model, stats
 
     def _auto_eval_every(self) -> int:
         """About ten curve points with ACC/NMI over an epochs budget; every 10 epochs otherwise."""

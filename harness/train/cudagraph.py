@@ -27,9 +27,7 @@ from typing import Callable, Sequence
 
 import torch
 
-
-class GraphUnavailable(RuntimeError):
-    """The step could not be captured; the message says why."""
+from clusterbench.errors import GraphUnavailable
 
 
 class CapturedStep:

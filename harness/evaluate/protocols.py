@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from clusterbench.api import ConfigError, ImageData, Method
-from clusterbench.kmeans import kmeans
-from clusterbench.metrics import evaluate
+from clusterbench.evaluate.faiss_kmeans import kmeans
+from clusterbench.evaluate.metrics import evaluate
 from clusterbench.seeding import derived_seed
 
 PROTOCOLS = ("head", "kmeans", "linear")

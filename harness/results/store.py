@@ -36,7 +36,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from clusterbench.api import ConfigError
+from clusterbench.errors import ConfigError, RecordError
 
 SCHEMA_VERSION = 1
 MARKER = ".clusterbench-results"
@@ -51,10 +51,6 @@ REQUIRED_KEYS = {
     "params": dict,
 }
 STATUSES = ("done", "failed")
-
-
-class RecordError(ValueError):
-    """A record on disk that is not valid (old format, edited by hand, truncated)."""
 
 
 def canonical_json(obj: Any) -> str:

@@ -29,9 +29,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from clusterbench.augment import GPUAugment
-from clusterbench.context import EngineSettings
-from clusterbench.engine import DeepMethod, TrainStep
+from clusterbench.train.augment import GPUAugment
+from clusterbench.settings import EngineSettings
+from clusterbench.train.engine import DeepMethod, TrainStep
 
 
 def _sync(device: torch.device) -> None:
@@ -295,7 +295,7 @@ def synthetic_features(n: int = 60000, dim: int = 512, k: int = 10, noise: float
 
 def bench_metrics(n: int = 60000, k: int = 10, seed: int = 0) -> float:
     """Seconds of ACC (Hungarian) + NMI + ARI at n samples, k clusters, 30% of labels wrong."""
-    from clusterbench.metrics import evaluate
+    from clusterbench.evaluate.metrics import evaluate
 
     rng = np.random.default_rng(seed)
     y = rng.integers(0, k, n)
@@ -313,7 +313,7 @@ def bench_kmeans(feats: np.ndarray, y: np.ndarray, k: int, niter: int = 20, nred
     runs exactly ``niter`` Lloyd iterations on every point, so the seconds compare the
     implementations and the partitions must agree.  faiss is timed on both of its
     distance paths (BLAS matrix products, its default above 20 queries, and its direct
-    SIMD loops, see :func:`clusterbench.kmeans.faiss_distance_path`).  *Sampled*: faiss's
+    SIMD loops, see :func:`clusterbench.evaluate.faiss_kmeans.faiss_distance_path`).  *Sampled*: faiss's
     own default of training on 256 points per centroid, then assigning every point.
     *As used*: the harness's ``kmeans`` (faiss, random init) against scikit-learn's
     default (k-means++ seeding, which costs extra passes), same iterations and restarts.
@@ -321,8 +321,8 @@ def bench_kmeans(feats: np.ndarray, y: np.ndarray, k: int, niter: int = 20, nred
     import faiss
     from sklearn.cluster import KMeans
 
-    from clusterbench.kmeans import cap_faiss_threads, faiss_distance_path, kmeans
-    from clusterbench.metrics import evaluate
+    from clusterbench.evaluate.faiss_kmeans import cap_faiss_threads, faiss_distance_path, kmeans
+    from clusterbench.evaluate.metrics import evaluate
 
     threads = cap_faiss_threads(faiss)
     n, dim = feats.shape
@@ -387,7 +387,7 @@ def kmeans_table(ev: dict[str, Any]) -> str:
 def bench_inference(method: DeepMethod, model: torch.nn.Module, x: np.ndarray, settings: EngineSettings) -> float:
     """Images/s of feature extraction over the whole array (the ``kmeans``/``linear`` protocols' cost)."""
     from clusterbench.api import ImageData
-    from clusterbench.engine import run_inference
+    from clusterbench.train.engine import run_inference
 
     data = ImageData(x=x, y=np.zeros(len(x), dtype=np.int64), n_classes=1, name="bench")
     x_dev = torch.from_numpy(x).to(settings.device)
@@ -411,7 +411,7 @@ def trained_features(method: DeepMethod, data, settings: EngineSettings, *, step
 
     from clusterbench.budget import Budget
     from clusterbench.context import RunContext
-    from clusterbench.metrics import evaluate
+    from clusterbench.evaluate.metrics import evaluate
 
     _log(f"k-means features: training {method.name} for {steps} steps")
     # uncompiled: these features need no speed, and compiling would add ~30 s to the bench

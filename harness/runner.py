@@ -16,7 +16,6 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import numpy as np
 
 from clusterbench.api import Dataset, ImageData, Method, TrainStats
 from clusterbench.errors import ConfigError, DataError, TrainingDiverged

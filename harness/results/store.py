@@ -26,10 +26,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
-import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -37,6 +34,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from clusterbench.errors import ConfigError, RecordError
+from clusterbench.results.io import atomic_save_npy, atomic_write_json, canonical_json, is_temp_file
 
 SCHEMA_VERSION = 1
 MARKER = ".clusterbench-results"
@@ -53,35 +51,6 @@ REQUIRED_KEYS = {
 STATUSES = ("done", "failed")
 
 
-def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_jsonable)
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, tuple):
-        return list(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-def _clean(obj: Any) -> Any:
-    """Replace NaN/inf by None so records stay strict JSON."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    return obj
-
-
 def make_run_id(identity: dict[str, Any]) -> str:
     """``<method>--<dataset>--s<seed>--<hash>``: readable, and unique per configuration."""
     digest = hashlib.sha256(canonical_json(identity).encode()).hexdigest()[:12]
@@ -89,56 +58,7 @@ def make_run_id(identity: dict[str, Any]) -> str:
     return f"{safe(identity['method'])}--{safe(identity['dataset']['name'])}--s{identity['seed']}--{digest}"
 
 
-def _current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()
-
-
-TEMP_SUFFIX = ".tmp"
 LABELS = "labels.npy"
-
-
-def is_temp_file(path: Path) -> bool:
-    """Whether ``path`` is named like an :func:`atomic_write_bytes` temp file (``.NAME.XXXX.tmp``)."""
-    return path.name.startswith(".") and path.name.endswith(TEMP_SUFFIX)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temp file beside ``path`` and ``os.replace``: readers see the old or the new file, whole.
-
-    A process killed mid-write leaves the temp file (``.NAME.XXXX.tmp``, see :func:`is_temp_file`).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-            if hasattr(os, "fchmod"):  # mkstemp makes 0600; give the mode a plain open() would (umask)
-                os.fchmod(f.fileno(), 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    text = json.dumps(_clean(obj), indent=2, sort_keys=True, default=_jsonable, allow_nan=False)
-    atomic_write_bytes(path, (text + "\n").encode())
-
-
-def atomic_save_npy(path: Path, arr: np.ndarray) -> None:
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, arr)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def validate_record(rec: Any, source: str) -> dict[str, Any]:
@@ -278,6 +198,34 @@ class ResultsStore:
             return _sha256(self.run_dir(run_id) / LABELS) == want
         except OSError:
             return False
+
+    def load_labels(self, rec: dict[str, Any], n: int | None = None) -> np.ndarray:
+        """The predicted labels a record vouches for, the one place labels are verified.
+
+        Read once and checked against the record's sha256 (and against ``n`` labels when
+        given); raises :class:`RecordError` saying what is wrong otherwise.
+        """
+        import io
+
+        path = self.run_dir(rec["run_id"]) / LABELS
+        want = (rec.get("labels") or {}).get("sha256") if isinstance(rec.get("labels"), dict) else None
+        if want is None:
+            raise RecordError(f"{self.record_path(rec['run_id'])}: the record declares no labels")
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise RecordError(f"cannot read {path} ({type(exc).__name__}: {exc})") from None
+        if hashlib.sha256(raw).hexdigest() != want:
+            raise RecordError(f"{path} is not the labels this record was written with "
+                              "(an interrupted rerun? run it again)")
+        try:
+            labels = np.load(io.BytesIO(raw), allow_pickle=False)
+        except (ValueError, EOFError) as exc:
+            raise RecordError(f"cannot read {path} ({type(exc).__name__}: {exc})") from None
+        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or (n is not None and len(labels) != n):
+            raise RecordError(f"{path} holds {labels.dtype} {labels.shape}, expected "
+                              f"{n if n is not None else 'N'} integer labels")
+        return labels
 
     def write_record(self, run_id: str, record: dict[str, Any], labels: np.ndarray | None = None) -> Path:
         """Write a run's record atomically, labels first; a finished record being replaced (--force) is kept aside.

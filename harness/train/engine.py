@@ -27,7 +27,7 @@ from clusterbench.api import ImageData, Method, TrainStats
 from clusterbench.errors import GraphUnavailable, TrainingDiverged
 from clusterbench.train.augment import AugmentSpec, GPUAugment, eval_transform, two_views
 from clusterbench.context import RunContext
-from clusterbench.results.store import atomic_write_bytes
+from clusterbench.results.io import atomic_write_bytes
 
 
 class DeepMethod(Method):

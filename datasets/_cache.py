@@ -7,11 +7,11 @@ and stores them under ``$CLUSTERBENCH_CACHE/datasets`` (default
 the source's absolute path, size and mtime, the reader's version and its options.  When
 the source changes, the key changes, and the old entry is simply never read again.
 
-Writes go to a temporary file in the same folder and are moved in place with
-``os.replace`` (atomic on POSIX and Windows), so a crash or a concurrent reader never sees
-half a cache; a cache file that cannot be read anyway (disk trouble, a hand edit) is
-ignored and rebuilt.  The cache is an optimisation only: when it cannot be written (a
-read-only home, a full disk) the data is still returned, with a warning.
+Writes are the core's atomic writes (a temporary file moved in place with ``os.replace``),
+so a crash or a concurrent reader never sees half a cache; a cache file that cannot be
+read anyway (disk trouble, a hand edit) is ignored and rebuilt.  The cache is an
+optimisation only: when it cannot be written (a read-only home, a full disk) the data is
+still returned, with a warning.
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
+
+from clusterbench import atomic_save_npz
 
 CACHE_ENV = "CLUSTERBENCH_CACHE"
 DEFAULT_CACHE = "~/.cache/clusterbench"
@@ -89,22 +90,8 @@ def _read(path: Path) -> dict[str, np.ndarray] | None:
 
 
 def _write(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)  # uncompressed: loading is a plain read
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
+        atomic_save_npz(path, dict(arrays))
     except OSError as exc:
         warnings.warn(f"could not write dataset cache {path} ({exc}); the data will be decoded again next time",
                       RuntimeWarning, stacklevel=3)
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass

@@ -14,47 +14,32 @@ order is torchvision's ``ImageFolder`` order, and every split must hold the same
 
 Archives are streamed member by member (``tarfile`` in stream mode), never extracted to
 disk, and never seeked backwards: a ``.tar.gz`` is decompressed exactly once, and chunks of
-images go to the decoders while the rest of the archive is still being read.  Decoding
-runs in a process pool once there are enough images (Pillow parses JPEG headers in
-Python, so threads would queue on the GIL); 60,000 32x32 JPEGs take about 10 s on 2 cores.
+images go to the decoders (``_decode``) while the rest of the archive is still being read.
 """
 
 from __future__ import annotations
 
-import io
-import multiprocessing
 import os
-import sys
 import tarfile
-import warnings
 import zlib
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from clusterbench.api import DataError
+from clusterbench import DataError
+from clusterbench.datasets import _decode
 from clusterbench.datasets._cache import cached, fingerprint
+from clusterbench.datasets._decode import Item
 
 # Bump when decoding changes (resampling, layout rules): old cache entries stop matching.
 READER_VERSION = "1"
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 SPLIT_FOLDERS = {"train": True, "test": False, "val": False, "valid": False, "validation": False}
 ARCHIVE_EXTS = (".tar", ".tar.gz", ".tgz")
-CHUNK = 256  # images per decode task: large enough to amortise the pool's overhead
-PROCESS_MIN_IMAGES = 2048  # fewer images decode faster in this process than a pool starts
 
-__all__ = ["Item", "READER_VERSION", "decode_items", "read_class_folders", "is_image_name", "labelled_arrays"]
-
-
-@dataclass(frozen=True)
-class Item:
-    """One image to decode: ``name`` is what errors show, ``source`` a file or an archive member's bytes."""
-
-    name: str
-    source: str | Path | bytes
+__all__ = ["Item", "READER_VERSION", "read_class_folders", "is_image_name", "labelled_arrays"]
 
 
 def is_image_name(name: str) -> bool:
@@ -65,126 +50,10 @@ def is_image_name(name: str) -> bool:
     return parts[-1].lower().endswith(IMAGE_EXTS)
 
 
-# ---- decoding ----------------------------------------------------------------------------
-def _decode_one(item: Item, size: int | None, mode: str) -> np.ndarray:
-    """One image as uint8 (H, W, C); resized to ``size`` x ``size`` when given."""
-    from PIL import Image
-
-    try:
-        src = io.BytesIO(item.source) if isinstance(item.source, bytes) else item.source
-        with Image.open(src) as im:
-            if size:
-                im.draft(mode, (size, size))  # JPEG: let libjpeg downscale by 1/2, 1/4, 1/8 (never below size)
-            if im.mode != mode:
-                im = im.convert(mode)
-            if size and im.size != (size, size):
-                im = im.resize((size, size), Image.BILINEAR)
-            arr = np.asarray(im, dtype=np.uint8)
-    except Exception as exc:  # Pillow raises OSError, ValueError, SyntaxError, struct.error... on bad files
-        raise DataError(f"cannot decode image {item.name}: {type(exc).__name__}: {exc}") from None
-    return arr[..., None] if arr.ndim == 2 else arr
-
-
-def _decode_chunk(items: Sequence[Item], size: int | None, mode: str) -> np.ndarray | tuple[int, tuple, tuple]:
-    """The chunk's images stacked, or (index, its shape, the chunk's first shape) of the first misfit."""
-    arrays = [_decode_one(it, size, mode) for it in items]
-    for j, a in enumerate(arrays):
-        if a.shape != arrays[0].shape:
-            return j, a.shape, arrays[0].shape
-    return np.stack(arrays)
-
-
-def _workers() -> int:
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        n = os.cpu_count() or 1
-    return max(1, min(16, n))
-
-
-def _process_pool() -> ProcessPoolExecutor | None:
-    """Worker processes, where they can be forked (Linux); None elsewhere (decode in this process).
-
-    Pillow parses JPEG headers in Python, so decoding is GIL-bound: threads do not help,
-    processes do.  ``fork``, as torch's DataLoader does on Linux: ``spawn`` and
-    ``forkserver`` re-import the caller's ``__main__``, which breaks scripts without an
-    ``if __name__ == "__main__"`` guard.
-    """
-    if sys.platform != "linux" or "fork" not in multiprocessing.get_all_start_methods():
-        return None
-    return ProcessPoolExecutor(max_workers=_workers(), mp_context=multiprocessing.get_context("fork"))
-
-
-class _Decoder:
-    """Decodes chunks of images as they are added (in worker processes when there is enough work)."""
-
-    def __init__(self, size: int | None, mode: str, expected: int) -> None:
-        self.size, self.mode = size, mode
-        parallel = expected >= PROCESS_MIN_IMAGES and _workers() > 1
-        self.pool = _process_pool() if parallel else None
-        self.chunks: list[tuple[list[str], Any]] = []
-
-    def __enter__(self) -> "_Decoder":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-
-    def add(self, items: list[Item]) -> None:
-        if not items:
-            return
-        if self.pool is not None:
-            with warnings.catch_warnings():  # Python >= 3.12 warns on every fork of a threaded process
-                warnings.filterwarnings("ignore", message=r".*use of fork\(\) may lead to deadlocks",
-                                        category=DeprecationWarning)
-                res: Any = self.pool.submit(_decode_chunk, items, self.size, self.mode)
-        else:
-            res = _decode_chunk(items, self.size, self.mode)
-        self.chunks.append(([it.name for it in items], res))  # names only: the bytes can go once sent
-
-    def result(self) -> np.ndarray:
-        """All images in the order added; the first one whose size differs from the first image's is named."""
-        if not self.chunks:
-            raise DataError("no images to decode")
-        first, ref, out, at = self.chunks[0][0][0], None, None, 0
-        total = sum(len(names) for names, _ in self.chunks)
-        for k, (names, res) in enumerate(self.chunks):
-            res = res.result() if isinstance(res, Future) else res
-            self.chunks[k] = (names, None)  # release each chunk once copied
-            shape0 = res.shape[1:] if isinstance(res, np.ndarray) else res[2]
-            if ref is None:
-                ref, out = shape0, np.empty((total,) + tuple(shape0), dtype=np.uint8)
-            if shape0 != ref:
-                raise _size_error(names[0], shape0, first, ref)
-            if not isinstance(res, np.ndarray):
-                raise _size_error(names[res[0]], res[1], first, ref)
-            out[at:at + len(res)] = res
-            at += len(res)
-        return out
-
-
-def _size_error(name: str, shape: tuple, first: str, ref: tuple) -> DataError:
-    return DataError(f"image {name} is {shape[1]}x{shape[0]} but {first} is {ref[1]}x{ref[0]}; all "
-                     f"images must share one size: pass size=N to resize every image to NxN")
-
-
-def decode_items(items: Sequence[Item], size: int | None = None, mode: str = "RGB") -> np.ndarray:
-    """Decode every item into one uint8 (N, H, W, C) array, in order.
-
-    Without ``size`` every image must have the first image's size; the error names the
-    first image (in order) that does not.  ``mode`` is a Pillow mode: ``RGB`` or ``L``.
-    """
-    with _Decoder(size, mode, len(items)) as dec:
-        for s in range(0, len(items), CHUNK):
-            dec.add(list(items[s:s + CHUNK]))
-        return dec.result()
-
-
 def labelled_arrays(items: Sequence[Item], labels: Sequence[int], is_train: Sequence[bool],
                     class_names: Sequence[str], size: int | None, mode: str) -> dict[str, np.ndarray]:
     """The arrays a class-folder reader caches: ``x``, ``y``, ``is_train``, ``class_names``."""
-    return _arrays(decode_items(items, size, mode), labels, is_train, class_names)
+    return _arrays(_decode.decode_items(items, size, mode), labels, is_train, class_names)
 
 
 def _arrays(x: np.ndarray, labels: Sequence[int], is_train: Sequence[bool],
@@ -254,8 +123,8 @@ def _decode_archive(path: Path, size: int | None, mode: str,
     """Member names and their decoded images, in archive order, streamed in one pass."""
     names: list[str] = []
     chunk: list[Item] = []
-    expected = PROCESS_MIN_IMAGES if path.stat().st_size > 4 * 2**20 else 0  # only the size is known up front
-    with _Decoder(size, mode, expected) as dec:
+    expected = _decode.PROCESS_MIN_IMAGES if path.stat().st_size > 4 * 2**20 else 0  # only the size is known up front
+    with _decode.Decoder(size, mode, expected) as dec:
         try:
             with tarfile.open(path, mode="r|*") as tf:
                 for m in tf:
@@ -265,7 +134,7 @@ def _decode_archive(path: Path, size: int | None, mode: str,
                     f = tf.extractfile(m)
                     names.append(name)
                     chunk.append(Item(f"{path}:{name}", f.read() if f is not None else b""))
-                    if len(chunk) == CHUNK:
+                    if len(chunk) == _decode.CHUNK:
                         dec.add(chunk)
                         chunk = []
         except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:

@@ -15,8 +15,6 @@ class Digits(Dataset):
     name = "digits"
     description = "scikit-learn digits, 1,797 8x8 grey images, 10 classes (embedded, no download)"
     n_classes = 10
-    image_size = 8
-    channels = 1
 
     def load(self) -> ImageData:
         from sklearn.datasets import load_digits

@@ -4,105 +4,25 @@
 ``x`` (uint8 images) and ``y`` (integer labels) with ``numpy.savez`` and every method runs
 on it.  ``imagefolder[path=...]`` reads ``split/class/*.jpg`` trees (a directory or a
 ``.tar.gz``), decodes them once and caches the arrays (see ``_imagefolder`` and ``_cache``).
-
-This module also holds :class:`SplitDataset`, the small base the torchvision and ImageNet
-readers share: option parsing and the ``split`` option (``all``, ``train``, ``test``;
-default ``all`` because the clustering papers cluster train and test images together,
-while ``train_mask`` keeps the official split for the linear probe).
 """
 
 from __future__ import annotations
 
 import zipfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any
 
 import numpy as np
 
-from clusterbench import ConfigError, DataError, Dataset, ImageData, hookimpl
+from clusterbench import DataError, ImageData, hookimpl, param
 from clusterbench.datasets._imagefolder import read_class_folders
+from clusterbench.datasets._split import SplitDataset
 
-SPLITS = ("all", "train", "test")
 MODES = ("RGB", "L")
 
-__all__ = ["SplitDataset", "NpzDataset", "ImageFolderDataset", "SPLITS"]
-
-
-class SplitDataset(Dataset):
-    """Base for readers with a ``split`` option; turns arrays into :class:`ImageData`."""
-
-    default_split: ClassVar[str] = "all"
-
-    # ---- options (strings from the command line, or Python values) ---------------------
-    def opt_int(self, key: str, default: int | None = None, minimum: int = 1) -> int | None:
-        value = self.options.get(key, default)
-        if value is None:
-            return None
-        try:
-            n = int(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"dataset {self.name!r}: option {key}={value!r} is not an integer") from None
-        if n < minimum:
-            raise ConfigError(f"dataset {self.name!r}: option {key}={n} must be >= {minimum}")
-        return n
-
-    def opt_bool(self, key: str, default: bool = False) -> bool:
-        value = self.options.get(key, default)
-        if isinstance(value, bool):
-            return value
-        low = str(value).strip().lower()
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"dataset {self.name!r}: option {key}={value!r} is not true/false")
-
-    def opt_choice(self, key: str, choices: Sequence[str], default: str) -> str:
-        value = str(self.options.get(key, default))
-        match = {c.lower(): c for c in choices}.get(value.lower())
-        if match is None:
-            raise ConfigError(f"dataset {self.name!r}: option {key}={value!r}; choose one of {', '.join(choices)}")
-        return match
-
-    @property
-    def split(self) -> str:
-        return self.opt_choice("split", SPLITS, self.default_split)
-
-    def opt_path(self, key: str = "path", example: str = "") -> Path:
-        """The file named by option ``key``: as given (relative to the working directory), else under the data root."""
-        value = self.options.get(key)
-        if value in (None, ""):
-            raise ConfigError(f"dataset {self.name!r} needs option {key}=..., e.g. --datasets "
-                              f"\"{self.name}[{key}={example or 'FILE'}]\"")
-        path = Path(str(value)).expanduser()
-        if path.exists() or path.is_absolute() or self.root is None or not (self.root / path).exists():
-            return path
-        return self.root / path
-
-    def missing(self, path: Path, what: str, how: str) -> DataError:
-        """The one-line error for a file or folder that is not there: what, where looked, how to get it."""
-        looked = ""
-        if not path.is_absolute():
-            looked = f" (looked in {Path.cwd()}" + (f" and under --data-root {self.root})" if self.root else ")")
-        return DataError(f"dataset {self.name!r}: {what} {path} not found{looked}; {how}")
-
-    # ---- result --------------------------------------------------------------------------
-    def finish(self, x: np.ndarray, y: np.ndarray, n_classes: int, is_train: np.ndarray | None,
-               class_names: Sequence[str] = (), source: str = "") -> ImageData:
-        """Apply the ``split`` option and build the :class:`ImageData`."""
-        split = self.split
-        if split != "all":
-            if is_train is None:
-                raise DataError(f"dataset {self.name!r}: {source or 'the data'} has no train/test split, "
-                                f"so split={split} cannot be chosen; use split=all")
-            keep = is_train if split == "train" else ~is_train
-            if not keep.any():
-                raise DataError(f"dataset {self.name!r}: {source or 'the data'} has no {split} images")
-            x, y, is_train = x[keep], y[keep], is_train[keep]
-        return ImageData(x=x, y=y.astype(np.int64, copy=False), n_classes=int(n_classes), name=self.name,
-                         class_names=tuple(str(c) for c in class_names),
-                         train_mask=None if is_train is None else np.asarray(is_train, dtype=bool))
+__all__ = ["NpzDataset", "ImageFolderDataset"]
 
 
 # ---- npz -----------------------------------------------------------------------------------
@@ -187,9 +107,10 @@ class NpzDataset(SplitDataset):
     description = ("images and labels from an .npz file: x uint8 (N,H,W[,C]), y int, optional train_mask "
                    "(options: path, n_classes, split)")
 
-    @classmethod
-    def option_names(cls) -> tuple[str, ...]:
-        return ("path", "n_classes", "split")
+    @dataclass(frozen=True)
+    class Options(SplitDataset.Options):
+        path: str = param("", "the .npz file: as given, else under --data-root")
+        n_classes: int | None = param(None, "number of classes (default max(y) + 1)", minimum=1)
 
     def load(self) -> ImageData:
         path = self.opt_path("path", "data.npz")
@@ -200,7 +121,7 @@ class NpzDataset(SplitDataset):
         y = _npz_labels(arrays["y"], len(x), path)
         if len(y) == 0:
             raise DataError(f"{path} holds no images")
-        n_classes = self.opt_int("n_classes", int(y.max()) + 1)
+        n_classes = int(y.max()) + 1 if self.opts.n_classes is None else self.opts.n_classes
         if y.max() >= n_classes:
             raise DataError(f"{path}: labels out of range [0, {n_classes}) (n_classes={n_classes}): "
                             f"max label {int(y.max())}")
@@ -231,15 +152,15 @@ class ImageFolderDataset(SplitDataset):
     description = ("class folders of .jpg/.png images, as a directory or .tar(.gz): split/class/img or "
                    "class/img (options: path, split, size, mode); decoded once, then cached")
 
-    @classmethod
-    def option_names(cls) -> tuple[str, ...]:
-        return ("path", "split", "size", "mode")
+    @dataclass(frozen=True)
+    class Options(SplitDataset.Options):
+        path: str = param("", "the folder or .tar(.gz) archive: as given, else under --data-root")
+        size: int | None = param(None, "resize every image to size x size on decode (default: keep)", minimum=1)
+        mode: str = param("RGB", "decode as colour (RGB) or grey (L)", choices=MODES)
 
     def load(self) -> ImageData:
         path = self.opt_path("path", "images.tar.gz")
-        size = self.opt_int("size", None)
-        mode = self.opt_choice("mode", MODES, "RGB")
-        self.opt_choice("split", SPLITS, self.default_split)  # a bad value fails before a long decode
+        size, mode = self.opts.size, self.opts.mode
         if not path.exists():
             raise self.missing(path, "image folder", "pass a directory or .tar.gz of split/class/image files")
         arrays = read_class_folders(path, size=size, mode=mode, label=f"imagefolder-{path.name}")

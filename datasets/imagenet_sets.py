@@ -16,15 +16,16 @@ official ``tiny-imagenet-200`` layout; see :class:`TinyImageNet` for its split.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
-from clusterbench import ConfigError, DataError, ImageData, hookimpl
+from clusterbench import ConfigError, DataError, ImageData, hookimpl, param
 from clusterbench.datasets._cache import cached, fingerprint
 from clusterbench.datasets._imagefolder import READER_VERSION, Item, is_image_name, labelled_arrays, read_class_folders
-from clusterbench.datasets.files import SPLITS, SplitDataset
+from clusterbench.datasets._split import SPLITS, SplitDataset
 
 __all__ = ["IMAGENET10_WNIDS", "IMAGENET_DOGS_WNIDS", "ImageNet10", "ImageNetDogs", "TinyImageNet"]
 
@@ -77,16 +78,14 @@ class ImageNetSubset(SplitDataset):
 
     wnids: ClassVar[tuple[str, ...]]
     folders: ClassVar[tuple[str, ...]]  # where to look under --data-root, first is the documented one
-    paper_benchmark = True
-    channels = 3
-    image_size = DEFAULT_SIZE  # the default of option size
 
-    @classmethod
-    def option_names(cls) -> tuple[str, ...]:
-        return ("path", "size", "split")
+    @dataclass(frozen=True)
+    class Options(SplitDataset.Options):
+        path: str = param("", "the image folder or .tar.gz (default: the first of `folders` under --data-root)")
+        size: int = param(DEFAULT_SIZE, "images are resized to size x size (the papers use 224)", minimum=1)
 
     def source(self) -> Path:
-        if self.options.get("path") not in (None, ""):
+        if self.opts.path:
             path = self.opt_path("path")
             if not path.exists():
                 raise self.missing(path, "image folder", f"point path= at a folder of {self.name} class folders")
@@ -104,10 +103,8 @@ class ImageNetSubset(SplitDataset):
                         f"(a full ImageNet train/ works)")
 
     def load(self) -> ImageData:
-        size = self.opt_int("size", DEFAULT_SIZE)
-        self.opt_choice("split", SPLITS, self.default_split)
         src = self.source()
-        arrays = read_class_folders(src, size=size, mode="RGB", classes=self.wnids, label=self.name)
+        arrays = read_class_folders(src, size=self.opts.size, mode="RGB", classes=self.wnids, label=self.name)
         names = [str(c) for c in arrays["class_names"]]
         return self.finish(arrays["x"], arrays["y"], len(names), arrays["is_train"], names, str(src))
 
@@ -189,18 +186,16 @@ class TinyImageNet(SplitDataset):
     description = ("Tiny-ImageNet (Le & Yang 2015): 200 classes, 64x64; train split (100,000) by default as in CC, "
                    "split=all adds val; <data-root>/tiny-imagenet-200/ (options: path, split)")
     n_classes = 200
-    image_size = 64
-    channels = 3
-    paper_benchmark = True
-    default_split = "train"
     folder = "tiny-imagenet-200"
 
-    @classmethod
-    def option_names(cls) -> tuple[str, ...]:
-        return ("path", "split")
+    @dataclass(frozen=True)
+    class Options(SplitDataset.Options):
+        split: str = param("train", "train (the papers' 100,000 images), all (adds val as test) or test",
+                           choices=SPLITS)
+        path: str = param("", "the tiny-imagenet-200 folder (default: under --data-root)")
 
     def source(self) -> Path:
-        if self.options.get("path") not in (None, ""):
+        if self.opts.path:
             d = self.opt_path("path")
         elif self.root is None:
             raise ConfigError(f"dataset {self.name!r} reads <data-root>/{self.folder}/: pass --data-root DIR, "

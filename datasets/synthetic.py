@@ -6,32 +6,29 @@ shift plus noise, so the classes are separable but not trivially by one pixel.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from clusterbench import ConfigError, Dataset, ImageData, hookimpl
+from clusterbench import Dataset, ImageData, hookimpl, param
 
 
 class Synthetic(Dataset):
     name = "synthetic"
     description = "synthetic coloured patterns with known clusters (options: n, classes, size, channels, noise, seed)"
 
-    @classmethod
-    def option_names(cls) -> tuple[str, ...]:
-        return ("n", "classes", "size", "channels", "noise", "seed")
+    @dataclass(frozen=True)
+    class Options:
+        n: int = param(600, "number of images", minimum=1)
+        classes: int = param(6, "number of classes", minimum=1)
+        size: int = param(16, "image side in pixels", minimum=4)
+        channels: int = param(3, "1 (grey) or 3 (colour)", choices=(1, 3))
+        noise: float = param(0.15, "std of the Gaussian pixel noise (pixels in 0..1)")
+        seed: int = param(0, "seed of the class patterns, shifts and noise")
 
     def load(self) -> ImageData:
-        try:
-            n = int(self.options.get("n", 600))
-            k = int(self.options.get("classes", 6))
-            size = int(self.options.get("size", 16))
-            ch = int(self.options.get("channels", 3))
-            noise = float(self.options.get("noise", 0.15))
-            seed = int(self.options.get("seed", 0))
-        except ValueError as exc:
-            raise ConfigError(f"dataset 'synthetic': bad option value ({exc})") from None
-        if n < 1 or k < 1 or size < 4 or ch not in (1, 3):
-            raise ConfigError("dataset 'synthetic': need n>=1, classes>=1, size>=4, channels in {1,3}")
-        return make_synthetic(n, k, size, ch, noise, seed, self.name)
+        o = self.opts
+        return make_synthetic(o.n, o.classes, o.size, o.channels, o.noise, o.seed, self.name)
 
 
 def make_synthetic(n: int, k: int, size: int, channels: int, noise: float, seed: int,

@@ -27,6 +27,7 @@ from clusterbench.errors import (
     TrainingDiverged,
 )
 from clusterbench.hookspecs import hookimpl
+from clusterbench.results.io import atomic_save_npz, atomic_write_bytes
 from clusterbench.settings import EngineSettings
 
 try:
@@ -36,25 +37,35 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree th
 
 #: name -> module of the names imported on first use (they import torch or faiss)
 _LAZY = {
-    "DeepMethod": "clusterbench.train.engine",
+    "DeepMethod": "clusterbench.train.deep",
+    "DeepParams": "clusterbench.train.deep",
+    "Trained": "clusterbench.train.inference",
     "AugmentSpec": "clusterbench.train.augment",
     "ResNetBackbone": "clusterbench.train.backbones",
+    "mlp": "clusterbench.train.backbones",
     "nt_xent": "clusterbench.train.losses",
     "neg_entropy_of_mean": "clusterbench.train.losses",
+    "CCObjective": "clusterbench.train.objectives",
+    "cc_loss": "clusterbench.train.objectives",
+    "cc_cluster_loss": "clusterbench.train.objectives",
+    "cc_augmentation": "clusterbench.train.objectives",
     "momentum_copy": "clusterbench.train.momentum",
     "ema_update": "clusterbench.train.momentum",
     "cosine_momentum": "clusterbench.train.momentum",
     "kmeans": "clusterbench.evaluate.faiss_kmeans",
+    "available_cpus": "clusterbench.evaluate.faiss_kmeans",
 }
 
 __all__ = [
     "AugmentSpec",
     "Budget",
+    "CCObjective",
     "ClusterbenchError",
     "ConfigError",
     "DataError",
     "Dataset",
     "DeepMethod",
+    "DeepParams",
     "EngineSettings",
     "GraphUnavailable",
     "ImageData",
@@ -64,12 +75,20 @@ __all__ = [
     "ResNetBackbone",
     "RunContext",
     "TrainStats",
+    "Trained",
     "TrainingDiverged",
     "__version__",
+    "atomic_save_npz",
+    "atomic_write_bytes",
+    "available_cpus",
+    "cc_augmentation",
+    "cc_cluster_loss",
+    "cc_loss",
     "cosine_momentum",
     "ema_update",
     "hookimpl",
     "kmeans",
+    "mlp",
     "momentum_copy",
     "neg_entropy_of_mean",
     "nt_xent",

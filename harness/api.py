@@ -11,6 +11,10 @@ from __future__ import annotations
 import abc
 import dataclasses
 import hashlib
+import numbers
+import os
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
@@ -31,13 +35,20 @@ __all__ = [
 ]
 
 
-def param(default: Any, doc: str, source: str | None = None) -> Any:
-    """A hyper-parameter field: its default, what it means, and where the value comes from.
+def param(default: Any, doc: str, source: str | None = None, *, minimum: float | None = None,
+          choices: tuple[Any, ...] | None = None) -> Any:
+    """A hyper-parameter or dataset-option field: its default, what it means, where the value comes from.
 
     ``source`` cites the paper (section/table) so a method reads like its paper; ``None``
     means the paper is silent and the value is the harness's choice (say why in ``doc``).
+    ``minimum`` and ``choices`` are checked when a dataset's options are resolved.
     """
-    return field(default=default, metadata={"doc": doc, "source": source})
+    metadata: dict[str, Any] = {"doc": doc, "source": source}
+    if minimum is not None:
+        metadata["minimum"] = minimum
+    if choices is not None:
+        metadata["choices"] = tuple(choices)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)
@@ -142,16 +153,20 @@ class TrainStats:
 class Dataset(abc.ABC):
     """A dataset plugin.  Subclasses set the class attributes and implement :meth:`load`.
 
-    Options (a file path, a split) are keyword arguments of the constructor, given on the
-    command line as ``name[key=value,...]``; the data root comes from ``--data-root``.
+    Options (a file path, a split) are declared as ``Options``, a frozen dataclass whose
+    fields are made with :func:`param` (bool, int, float or str, optionally ``| None``),
+    as methods declare ``Params``.  They are given on the command line as
+    ``name[key=value,...]``, or as keyword arguments of the constructor; the data root
+    comes from ``--data-root``.  :meth:`load` reads them typed from ``self.opts``.
     """
+
+    @dataclass(frozen=True)
+    class Options:
+        """No options."""
 
     name: ClassVar[str]
     description: ClassVar[str]
     n_classes: ClassVar[int | None] = None  # None: known only after loading (npz, image folder)
-    image_size: ClassVar[int | None] = None
-    channels: ClassVar[int | None] = None
-    paper_benchmark: ClassVar[bool] = False
     # Options that say how to obtain the data, never which data (``download=true``): recorded
     # with a run but left out of its id, so asking to download does not make a second cell.
     # The data digest is part of the id anyway, so different bytes still get a different id.
@@ -159,23 +174,45 @@ class Dataset(abc.ABC):
 
     def __init__(self, root: str | Path | None = None, **options: Any) -> None:
         self.root = Path(root).expanduser() if root is not None else None
-        self.options = dict(options)
-        unknown = set(options) - set(self.option_names())
-        if unknown:
-            raise ConfigError(
-                f"dataset {self.name!r} takes no option(s) {sorted(unknown)}; "
-                f"it takes {sorted(self.option_names()) or 'none'}"
-            )
+        self.options = dict(options)  # as given: what the run id hashes (defaults are not added)
+        self.opts = self.resolve_options(options)
 
     @classmethod
     def check_class(cls) -> None:
         """Raise :class:`PluginError` (one line) if this class breaks the dataset contract."""
         _check_plugin_class(cls, "dataset", ("description",))
+        options = getattr(cls, "Options", None)
+        if not (isinstance(options, type) and dataclasses.is_dataclass(options)):
+            raise PluginError(f"dataset {cls.name!r} ({cls.__qualname__}): `Options` must be a dataclass")
+        try:
+            options()
+            for hint in typing.get_type_hints(options).values():
+                _option_kind(hint)
+        except (TypeError, NameError) as exc:
+            raise PluginError(f"dataset {cls.name!r}: every field of `Options` needs a default and a bool, "
+                              f"int, float or str type ({exc})") from None
 
     @classmethod
     def option_names(cls) -> tuple[str, ...]:
-        """Names of the ``name[key=value]`` options this dataset accepts."""
-        return ()
+        """Names of the ``name[key=value]`` options this dataset accepts: the fields of ``Options``."""
+        return tuple(f.name for f in dataclasses.fields(cls.Options))
+
+    @classmethod
+    def resolve_options(cls, given: Mapping[str, Any]) -> Any:
+        """``Options`` from the given values (strings are parsed to the field's type), checked.
+
+        Unknown, malformed and out-of-range options raise :class:`ConfigError` (one line),
+        before any data is read.
+        """
+        unknown = set(given) - set(cls.option_names())
+        if unknown:
+            raise ConfigError(
+                f"dataset {cls.name!r} takes no option(s) {sorted(unknown)}; "
+                f"it takes {sorted(cls.option_names()) or 'none'}"
+            )
+        hints = typing.get_type_hints(cls.Options)
+        return cls.Options(**{f.name: _option_value(cls.name, f, hints[f.name], given[f.name])
+                              for f in dataclasses.fields(cls.Options) if f.name in given})
 
     @abc.abstractmethod
     def load(self) -> ImageData:
@@ -285,25 +322,73 @@ def _check_plugin_class(cls: type, kind: str, attributes: tuple[str, ...]) -> No
         raise PluginError(f"{kind} {cls.name!r} ({cls.__qualname__}) does not implement {', '.join(missing)}")
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _parse_text(value: str, kind: type) -> Any:
+    """A command-line string as ``kind`` (bool, int, float or str); ValueError if it is not one."""
+    if kind is bool:
+        low = value.strip().lower()
+        if low in _TRUE or low in _FALSE:
+            return low in _TRUE
+        raise ValueError(value)
+    if kind is int or kind is float:
+        return kind(value)
+    return value
+
+
 def _coerce(method: str, key: str, value: Any, default: Any) -> Any:
     if not isinstance(value, str) or isinstance(default, str) or default is None:
         return value
     try:
-        if isinstance(default, bool):
-            low = value.lower()
-            if low in ("1", "true", "yes", "on"):
-                return True
-            if low in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(value)
-        if isinstance(default, int):
-            return int(value)
-        if isinstance(default, float):
-            return float(value)
+        if isinstance(default, (bool, int, float)):
+            return _parse_text(value, type(default))
         if isinstance(default, tuple):
             return tuple(type(default[0])(v) if default else v for v in value.split(":"))
     except ValueError:
         raise ConfigError(
             f"method {method!r}: parameter {key}={value!r} is not a valid {type(default).__name__}"
         ) from None
+    return value
+
+
+_KIND_WORDS = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}
+_PY_KINDS = {bool: bool, int: numbers.Integral, float: numbers.Real, str: str}  # Python values each accepts
+
+
+def _option_kind(hint: Any) -> tuple[type, bool]:
+    """(bool|int|float|str, whether None is allowed) of an ``Options`` field's annotation."""
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    kinds = [a for a in args if a is not type(None)]
+    if len(kinds) != 1 or kinds[0] not in _KIND_WORDS:
+        raise TypeError(f"unsupported option type {hint!r}")
+    return kinds[0], len(kinds) < len(args)
+
+
+def _option_value(dataset: str, f: dataclasses.Field, hint: Any, value: Any) -> Any:
+    """One option, parsed and checked against its field; ConfigError naming dataset, key and value."""
+    kind, optional = _option_kind(hint)
+    bad = f"dataset {dataset!r}: bad option value: {f.name}={value!r}"
+    if value is None and optional:
+        return None
+    if kind is str and isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    try:
+        if isinstance(value, str):
+            value = _parse_text(value, kind)
+        elif isinstance(value, _PY_KINDS[kind]) and (kind is bool) == isinstance(value, bool):
+            value = kind(value)
+        else:
+            raise ValueError(value)
+    except ValueError:
+        raise ConfigError(f"{bad} is not {_KIND_WORDS[kind]}") from None
+    choices = f.metadata.get("choices")
+    if choices is not None:
+        value = {str(c).lower(): c for c in choices}.get(str(value).lower(), value)
+        if value not in choices:
+            raise ConfigError(f"{bad}; choose one of {', '.join(map(str, choices))}")
+    minimum = f.metadata.get("minimum")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"dataset {dataset!r}: bad option value: {f.name}={value} must be >= {minimum}")
     return value

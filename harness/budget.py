@@ -59,9 +59,6 @@ class Budget:
     def empty(self) -> bool:
         return all(v is None for v in asdict(self).values())
 
-    def or_default(self, default: "Budget") -> "Budget":
-        return default if self.empty else self
-
     def to_dict(self) -> dict[str, float]:
         return {k: v for k, v in asdict(self).items() if v is not None}
 

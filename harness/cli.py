@@ -1,14 +1,20 @@
-"""The ``clusterbench`` command line: list, info, run, report."""
+"""The ``clusterbench`` command line: list, info, run, bench, report."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
-from clusterbench.errors import ClusterbenchError, ConfigError, DataError
+from tabulate import tabulate
+
+from clusterbench.budget import Budget
+from clusterbench.errors import ClusterbenchError, ConfigError
+from clusterbench.results.io import atomic_write_bytes
+from clusterbench.results.store import ResultsStore
 from clusterbench.settings import EngineSettings
 
 DEFAULT_RESULTS = "clusterbench-results"
@@ -23,7 +29,6 @@ EPILOG_RUN = """examples:
   clusterbench run --methods cc --datasets "npz[path=my.npz]" --budget steps=2000 --results runs/ --force
 """
 
-
 EPILOG_REPORT = """examples:
   clusterbench report --results runs/                                   # Markdown to stdout
   clusterbench report --results runs/ --format latex --paper -o table.tex
@@ -31,17 +36,37 @@ EPILOG_REPORT = """examples:
   clusterbench report --results results --paper --data-root ~/data --output-dir results   # every format + figures
 """
 
+OUTPUT_FILES = (("markdown", "LEADERBOARD.md"), ("latex", "leaderboard.tex"), ("csv", "leaderboard.csv"),
+                ("html", "report.html"))
+
 
 def _registry(args: argparse.Namespace):
     from clusterbench.plugins import load_local_plugin, load_registry
-
     extra = [load_local_plugin(p) for p in (getattr(args, "plugin", None) or [])]
     return load_registry(extra)
 
 
-def cmd_list(args: argparse.Namespace) -> int:
-    from tabulate import tabulate
+def _failures(reg: Any) -> str:
+    return "; ".join(f"{k} ({v})" for k, v in reg.failed.items())
 
+
+def _engine_settings(args: argparse.Namespace) -> EngineSettings:
+    """:class:`EngineSettings` from the flags ``run`` and ``bench`` share (:func:`_engine_flags`)."""
+    import torch  # the run imports it anyway (seeding)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: no CUDA GPU is available")
+    return EngineSettings(device=device, precision=args.precision, compile=_compile_default(args.compile, device),
+                          eval_every=getattr(args, "eval_every", 0), cuda_graphs=not args.no_cuda_graphs,
+                          compile_augment=not args.no_compile_augment)
+
+
+def _compile_default(flag: bool | None, device: str) -> bool:
+    """``--compile``/``--no-compile`` as given; unset: compile on a GPU (it pays there), not on the CPU."""
+    return device.startswith("cuda") if flag is None else flag
+
+
+def cmd_list(args: argparse.Namespace) -> int:
     reg = _registry(args)
     if args.what in ("methods", "all"):
         rows = [(n, c.description, ", ".join(c.protocols), "yes" if c.deep else "", reg.provider("method", n))
@@ -52,15 +77,11 @@ def cmd_list(args: argparse.Namespace) -> int:
                 for n, c in sorted(reg.datasets.items())]
         print("\nDatasets\n" + tabulate(rows, headers=["name", "description", "classes", "provider"]))
     if reg.failed:
-        print("\nPlugins that failed to import: " + "; ".join(f"{k} ({v})" for k, v in reg.failed.items()))
+        print(f"\nPlugins that failed to import: {_failures(reg)}")
     return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    from tabulate import tabulate
-
     reg = _registry(args)
     cls = reg.method(args.name)
     print(f"{cls.name}: {cls.description}\npaper: {cls.paper or '-'}\nversion: {cls.version}\n"
@@ -73,41 +94,20 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _auto_device(requested: str) -> str:
-    if requested != "auto":
-        return requested
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    from clusterbench.budget import Budget
-    from clusterbench.results.store import ResultsStore
+    from clusterbench.progress import Reporter
     from clusterbench.report.render import render
-    from clusterbench.runner import Reporter, run_grid, validate_grid
-
+    from clusterbench.runner import plan_grid
     reg = _registry(args)
     budget = Budget.parse(args.budget or DEFAULT_BUDGET)
     methods = args.methods or sorted(n for n, c in reg.methods.items() if c.quick)
     if not methods:
         raise ConfigError("no methods selected and no quick method installed")
-    validate_grid(reg, methods, args.datasets or [DEFAULT_DATASET], args.data_root)
-    device = _auto_device(args.device)
-    settings = EngineSettings(device=device, precision=args.precision,
-                              compile=_compile_default(args.compile, device), eval_every=args.eval_every,
-                              cuda_graphs=not args.no_cuda_graphs, compile_augment=not args.no_compile_augment)
-    if settings.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ConfigError(f"--device {settings.device}: no CUDA GPU is available")
-    store = ResultsStore(args.results)
-    result = run_grid(reg, methods, args.datasets or [DEFAULT_DATASET], args.seeds, budget, store, settings,
-                      data_root=args.data_root, protocols=args.protocols, force=args.force,
-                      reporter=Reporter(quiet=args.quiet))
-    records = [o.record for o in result.outcomes if o.record is not None]
-    print(render(records, "markdown"))
+    grid = plan_grid(reg, methods, args.datasets or [DEFAULT_DATASET], args.data_root, args.protocols)
+    settings = _engine_settings(args)
+    store = ResultsStore(args.results)  # after every check: a typo writes nothing
+    result = grid.run(args.seeds, budget, store, settings, force=args.force, reporter=Reporter(quiet=args.quiet))
+    print(render([o.record for o in result.outcomes if o.record is not None], "markdown"))
     print(f"results: {store.root}/  (rebuild tables with: clusterbench report --results {store.root})")
     if result.failed:
         print(f"{len(result.failed)} run(s) failed: " + "; ".join(
@@ -116,163 +116,102 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-OUTPUT_FILES = (("markdown", "LEADERBOARD.md"), ("latex", "leaderboard.tex"), ("csv", "leaderboard.csv"),
-                ("html", "report.html"))
-
-
-def _dataset_loader(reg, data_root: str | None):
-    """rec -> the ImageData the run was measured on (digest checked), for the figures that need images."""
-    import json
-
-    from clusterbench.runner import Spec, instantiate_dataset, load_dataset
-
-    cache: dict[tuple[str, str], object] = {}
-
-    def load(rec: dict) -> object:
-        ds = rec["dataset"]
-        options = ds.get("options") if isinstance(ds.get("options"), dict) else {}
-        key = (ds["name"], json.dumps(options, sort_keys=True))
-        if key not in cache:
-            cache.clear()  # figures are drawn one dataset at a time: hold one dataset in memory
-            try:
-                spec = Spec(ds["name"], tuple((str(k), str(v)) for k, v in sorted(options.items())))
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    data = load_dataset(instantiate_dataset(reg, spec, data_root))
-                cache[key] = (data, data.digest())
-            except Exception as exc:  # noqa: BLE001 - reported as a note in the report
-                cache[key] = DataError(f"{type(exc).__name__}: {exc}" if not isinstance(exc, (ConfigError, DataError))
-                                       else str(exc))
-        if isinstance(cache[key], Exception):
-            raise cache[key]
-        data, digest = cache[key]
-        want = ds.get("digest")
-        if want and digest != want:
-            raise DataError(f"the data found for {spec_text(ds)} has digest {digest}, but the runs used "
-                            f"{want} (other files, or another --data-root?)")
-        return data
-
-    return load
-
-
-def spec_text(ds: dict) -> str:
-    opts = ds.get("options") if isinstance(ds.get("options"), dict) else {}
-    return ds["name"] + ("[" + ",".join(f"{k}={v}" for k, v in sorted(opts.items())) + "]" if opts else "")
-
-
-def _write(path: Path, data: bytes) -> None:
-    from clusterbench.results.io import atomic_write_bytes
-
-    try:
-        atomic_write_bytes(path, data)
-    except OSError as exc:
-        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
+def cmd_bench(args: argparse.Namespace) -> int:
+    from clusterbench.bench.command import run_bench
+    return run_bench(args, _registry(args), _engine_settings(args))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from clusterbench.results.store import ResultsStore
-    from clusterbench.report.render import build_figures, render
-
+    from clusterbench.report.figures import build_figures
+    from clusterbench.report.leaderboard import build_leaderboard
+    from clusterbench.report.render import render
     store = ResultsStore(args.results, create=False)
     records = list(store.iter_records(strict=True))  # a broken record: RecordError naming the file, exit 2
-    if args.output_dir:
-        if args.output:
-            raise ConfigError("give either --output or --output-dir, not both")
-        out_dir = Path(args.output_dir)
-        outputs = [(fmt, out_dir / name) for fmt, name in OUTPUT_FILES]
-    else:
-        outputs = [(args.format, Path(args.output) if args.output else None)]
+    outputs = _report_outputs(args)
     html = any(fmt == "html" for fmt, _ in outputs)
     reg = _registry(args) if (args.paper or html) else None
-    reported = reg.reported_results() if args.paper else None
+    board = build_leaderboard(records, reg.reported_results() if args.paper else None)  # once, for every format
     figures, notes = [], []
     if html:
-        figures = build_figures(records, lambda rec: store.run_dir(rec["run_id"]),
-                                _dataset_loader(reg, args.data_root), max_methods=args.figure_methods)
-        if reg is not None and reg.failed:
-            notes.append("plugins that failed to import (their reported numbers are missing): "
-                         + "; ".join(f"{k} ({v})" for k, v in reg.failed.items()))
+        figures = build_figures(board, store.load_labels, reg.recorded_data_loader(args.data_root),
+                                max_methods=args.figure_methods)
+        if reg.failed:
+            notes.append(f"plugins that failed to import (their reported numbers are missing): {_failures(reg)}")
     for fmt, path in outputs:
-        text = render(records, fmt, reported=reported, figures=figures, notes=notes,
-                      title=args.title, source=str(store.root))
+        text = render(board, fmt, figures=figures, notes=notes, title=args.title, source=str(store.root))
         if path is None:
             print(text)
-            continue
-        _write(path, text.encode())
-        print(f"wrote {path}", file=sys.stderr)
+        else:
+            _write(path, text.encode())
+            print(f"wrote {path}", file=sys.stderr)
     if args.output_dir:
-        fig_dir = Path(args.output_dir) / "figures"
-        for ds in figures:
-            for fig in ds.figures:
-                _write(fig_dir / f"{fig.key}.png", fig.png)
-        if any(ds.figures for ds in figures):
-            print(f"wrote {fig_dir}/ ({sum(len(ds.figures) for ds in figures)} PNG figures)", file=sys.stderr)
+        _write_figures(Path(args.output_dir) / "figures", figures)
     for ds in figures:
         for note in ds.notes:
             print(f"clusterbench: note: {note}", file=sys.stderr)
     return 0
 
 
-def _compile_default(flag: bool | None, device: str) -> bool:
-    """``--compile``/``--no-compile`` as given; unset: compile on a GPU (it pays there), not on the CPU."""
-    return device.startswith("cuda") if flag is None else flag
+def _report_outputs(args: argparse.Namespace) -> list[tuple[str, Path | None]]:
+    """(format, file or None for stdout) for every table ``report`` writes."""
+    if not args.output_dir:
+        return [(args.format, Path(args.output) if args.output else None)]
+    if args.output:
+        raise ConfigError("give either --output or --output-dir, not both")
+    return [(fmt, Path(args.output_dir) / name) for fmt, name in OUTPUT_FILES]
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from clusterbench.bench.command import run_bench
+def _write_figures(fig_dir: Path, figures: Sequence[Any]) -> None:
+    for ds in figures:
+        for fig in ds.figures:
+            _write(fig_dir / f"{fig.key}.png", fig.png)
+    if any(ds.figures for ds in figures):
+        print(f"wrote {fig_dir}/ ({sum(len(ds.figures) for ds in figures)} PNG figures)", file=sys.stderr)
 
-    device = _auto_device(args.device)
-    settings = EngineSettings(device=device, precision=args.precision, compile=_compile_default(args.compile, device),
-                              cuda_graphs=not args.no_cuda_graphs, compile_augment=not args.no_compile_augment)
-    return run_bench(args, _registry(args), settings)
+
+def _write(path: Path, data: bytes) -> None:
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from clusterbench import __version__
+def _engine_flags() -> argparse.ArgumentParser:
+    """The engine flags ``run`` and ``bench`` share, read by :func:`_engine_settings`."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("engine")
+    g.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu, cuda, cuda:1")
+    g.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
+    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the model (default: on a GPU; ~30-40 s of compilation, then ~1.3x faster "
+                   "steps); bench also times the uncompiled step")
+    g.add_argument("--no-cuda-graphs", action="store_true", help="run the training step eagerly, not as a CUDA graph")
+    g.add_argument("--no-compile-augment", action="store_true", help="run the GPU colour jitter without torch.compile")
+    return p
 
-    p = argparse.ArgumentParser(prog="clusterbench", description=__doc__)
-    p.add_argument("--version", action="version", version=f"clusterbench {__version__}")
-    p.add_argument("--plugin", action="append", metavar="FILE",
-                   help="also load plugins from this .py file (repeatable)")
-    sub = p.add_subparsers(dest="command")
 
-    ls = sub.add_parser("list", help="show every method and dataset with its provider")
-    ls.add_argument("what", nargs="?", choices=["all", "methods", "datasets"], default="all")
-    ls.set_defaults(func=cmd_list)
-
-    info = sub.add_parser("info", help="a method's parameters, defaults and their sources")
-    info.add_argument("name")
-    info.set_defaults(func=cmd_info)
-
-    run = sub.add_parser("run", help="run every (method, dataset, seed) cell", epilog=EPILOG_RUN,
+def _add_run(sub: Any, engine: argparse.ArgumentParser) -> None:
+    run = sub.add_parser("run", help="run every (method, dataset, seed) cell", parents=[engine], epilog=EPILOG_RUN,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("--methods", nargs="+", metavar="NAME",
                      help="method names, NAME[key=value,...] or 'all' (default: the quick methods)")
     run.add_argument("--datasets", nargs="+", metavar="NAME",
                      help=f"dataset names or NAME[key=value,...] (default: {DEFAULT_DATASET})")
     run.add_argument("--seeds", nargs="+", type=int, default=DEFAULT_SEEDS, metavar="N")
-    run.add_argument("--budget", nargs="+", metavar="KEY=VALUE",
-                     help=f"training budget shared by every deep method: epochs=, steps=, images=, minutes= "
-                          f"(default: {DEFAULT_BUDGET})")
+    run.add_argument("--budget", nargs="+", metavar="KEY=VALUE", help="training budget shared by every deep method: "
+                     f"epochs=, steps=, images=, minutes= (default: {DEFAULT_BUDGET})")
     run.add_argument("--results", default=DEFAULT_RESULTS, help=f"results directory (default: {DEFAULT_RESULTS})")
     run.add_argument("--data-root", help="where dataset files are (torchvision layouts, image folders)")
     run.add_argument("--protocols", nargs="+", metavar="P", help="evaluation protocols: head kmeans linear")
-    run.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu, cuda, cuda:1")
-    run.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
-    run.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                     help="torch.compile the model (default: on a GPU; ~30-40 s of compilation, then "
-                          "~1.3x faster steps)")
-    run.add_argument("--no-cuda-graphs", action="store_true",
-                     help="run the training step eagerly instead of replaying it as a CUDA graph")
-    run.add_argument("--no-compile-augment", action="store_true",
-                     help="run the GPU colour jitter eagerly instead of through torch.compile")
     run.add_argument("--eval-every", type=int, default=0, metavar="EPOCHS",
                      help="epochs between ACC/NMI points on the learning curve (default: about 10 points)")
     run.add_argument("--force", action="store_true", help="rerun cells that already finished")
     run.add_argument("--quiet", action="store_true", help="no progress output")
     run.set_defaults(func=cmd_run)
 
-    b = sub.add_parser("bench", help="throughput: model-only ceiling vs harness step vs PIL pipeline")
+
+def _add_bench(sub: Any, engine: argparse.ArgumentParser) -> None:
+    b = sub.add_parser("bench", help="throughput: model-only ceiling vs harness step vs PIL pipeline", parents=[engine])
     b.add_argument("--methods", nargs="+", default=["cc[preset=fast]"], metavar="NAME")
     b.add_argument("--dataset", default="synthetic[n=4096,size=32]",
                    help="images to augment (default: synthetic 32x32)")
@@ -281,47 +220,57 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-sizes", nargs="+", type=int, default=[256, 512])
     b.add_argument("--steps", type=int, default=30, help="timed steps per measurement")
     b.add_argument("--warmup", type=int, default=10, help="untimed steps before each measurement")
-    b.add_argument("--workers", type=int, default=None, help="DataLoader workers for the PIL path (default: min(16, cpus))")
+    b.add_argument("--workers", type=int, help="DataLoader workers for the PIL path (default: min(16, cpus))")
     b.add_argument("--no-pil", action="store_true", help="skip the PIL + DataLoader path")
     b.add_argument("--profile", action="store_true", help="print torch.profiler's top operators of the harness step")
     b.add_argument("--inference", action="store_true", help="also time feature extraction")
     b.add_argument("--kmeans", action="store_true", help="also time metrics and faiss vs scikit-learn k-means")
     b.add_argument("--kmeans-n", type=int, default=60000, help="samples of the k-means and metrics benchmarks")
-    b.add_argument("--kmeans-train-steps", type=int, default=300, metavar="N",
-                   help="also run the k-means comparison on features of the dataset from the first method "
-                        "trained for N steps (0: synthetic features only)")
+    b.add_argument("--kmeans-train-steps", type=int, default=300, metavar="N", help="also run the k-means "
+                   "comparison on features of the first method trained for N steps (0: synthetic features only)")
     b.add_argument("--max-images", type=int, default=60000)
-    b.add_argument("--device", default="auto")
-    b.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
-    b.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="torch.compile the model (default: on a GPU); when on, the uncompiled step is timed too")
-    b.add_argument("--no-cuda-graphs", action="store_true", help="measure the eager paths only")
-    b.add_argument("--no-compile-augment", action="store_true", help="run the GPU colour jitter eagerly")
     b.add_argument("--output", "-o", help="write the figures as JSON")
     b.set_defaults(func=cmd_bench)
 
+
+def _add_report(sub: Any) -> None:
     rep = sub.add_parser("report", help="rebuild leaderboards (and an HTML report with figures) from a results "
-                                        "directory", epilog=EPILOG_REPORT,
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
+                         "directory", epilog=EPILOG_REPORT, formatter_class=argparse.RawDescriptionHelpFormatter)
     rep.add_argument("--results", default=DEFAULT_RESULTS)
     rep.add_argument("--format", default="markdown", choices=["markdown", "latex", "csv", "html"])
     rep.add_argument("--html", dest="format", action="store_const", const="html", help="same as --format html")
     rep.add_argument("--output", "-o", help="write to this file instead of stdout")
-    rep.add_argument("--output-dir", metavar="DIR",
-                     help="write every format at once: DIR/LEADERBOARD.md, leaderboard.tex, leaderboard.csv, "
-                          "report.html and DIR/figures/*.png")
-    rep.add_argument("--paper", action="store_true",
-                     help="add the numbers each paper reports (from the plugins) under the matching measured rows")
+    rep.add_argument("--output-dir", metavar="DIR", help="write every format at once: DIR/LEADERBOARD.md, "
+                     "leaderboard.tex, leaderboard.csv, report.html and DIR/figures/*.png")
+    rep.add_argument("--paper", action="store_true", help="show the numbers the papers report under the measured rows")
     rep.add_argument("--data-root", help="where dataset files are: the html report reloads each dataset for its "
-                                         "confusion matrices and sample grids (skipped, with a note, if it cannot)")
+                     "confusion matrices and sample grids (skipped, with a note, if it cannot)")
     rep.add_argument("--figure-methods", type=int, default=4, metavar="N",
                      help="confusion matrix and sample grid for the N best methods of each dataset (default 4)")
     rep.add_argument("--title", default="clusterbench report", help="title of the html report")
     rep.set_defaults(func=cmd_report)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from clusterbench import __version__
+    p = argparse.ArgumentParser(prog="clusterbench", description=__doc__)
+    p.add_argument("--version", action="version", version=f"clusterbench {__version__}")
+    p.add_argument("--plugin", action="append", metavar="FILE", help="load plugins from this .py file too (repeatable)")
+    sub = p.add_subparsers(dest="command")
+    ls = sub.add_parser("list", help="show every method and dataset with its provider")
+    ls.add_argument("what", nargs="?", choices=["all", "methods", "datasets"], default="all")
+    ls.set_defaults(func=cmd_list)
+    info = sub.add_parser("info", help="a method's parameters, defaults and their sources")
+    info.add_argument("name")
+    info.set_defaults(func=cmd_info)
+    engine = _engine_flags()
+    _add_run(sub, engine)
+    _add_bench(sub, engine)
+    _add_report(sub)
     return p
 
 
-def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001 - warnings' API
     return f"clusterbench: warning: {message}\n"
 
 
@@ -341,8 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"clusterbench: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("clusterbench: interrupted; finished runs are kept, rerun the same command to resume",
-              file=sys.stderr)
+        print("clusterbench: interrupted; finished runs are kept, rerun the same command to resume", file=sys.stderr)
         return 130
     finally:
         warnings.formatwarning = saved_format

@@ -9,21 +9,73 @@ fails to import is reported with its name and the rest still load.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import os
+import re
+import sys
 import warnings
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
+from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import pluggy
 
 from clusterbench import hookspecs
-from clusterbench.api import Dataset, Method
-from clusterbench.errors import ConfigError, PluginError
+from clusterbench.api import Dataset, ImageData, Method
+from clusterbench.errors import ConfigError, DataError, PluginError
 
 GROUP = "clusterbench"
 DISABLE_ENV = "CLUSTERBENCH_DISABLE_PLUGINS"
+_REF = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*(?:\[(.*)\])?\s*$")
+
+
+def format_options(options: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> str:
+    """``[k=v,...]`` (empty without options): a mapping (a record's) sorted, pairs as given (as typed)."""
+    pairs = sorted(options.items()) if isinstance(options, Mapping) else list(options)
+    return "[" + ",".join(f"{k}={v}" for k, v in pairs) + "]" if pairs else ""
+
+
+def format_ref(name: str, options: Mapping[str, Any] | Iterable[tuple[str, Any]] = ()) -> str:
+    """``name[k=v,...]``: the one spelling of a method or dataset choice, in messages, records and tables."""
+    return name + format_options(options)
+
+
+@dataclass(frozen=True)
+class PluginRef:
+    """A method or dataset chosen by name with options, ``name[key=value,...]`` as typed on the command line."""
+
+    name: str
+    options: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> "PluginRef":
+        m = _REF.match(text)
+        if not m:
+            raise ConfigError(f"cannot parse {text!r}: expected NAME or NAME[key=value,...]")
+        options = []
+        for part in (m.group(2) or "").split(","):
+            if not part.strip():
+                continue
+            key, sep, value = part.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"cannot parse option {part!r} in {text!r}: expected key=value")
+            options.append((key.strip(), value.strip()))
+        return cls(m.group(1), tuple(options))
+
+    @classmethod
+    def of_record(cls, dataset: Mapping[str, Any]) -> "PluginRef":
+        """The dataset a record was measured on (its ``dataset`` entry), IO options left out."""
+        options = dataset.get("options") if isinstance(dataset.get("options"), dict) else {}
+        return cls(str(dataset["name"]), tuple((str(k), str(v)) for k, v in sorted(options.items())))
+
+    @property
+    def opts(self) -> dict[str, str]:
+        return dict(self.options)
+
+    def __str__(self) -> str:
+        return format_ref(self.name, self.options)
 
 
 @dataclass
@@ -53,6 +105,70 @@ class Registry:
     def notify_run_finished(self, record: dict[str, Any]) -> None:
         if self.pm is not None:
             self.pm.hook.clusterbench_run_finished(record=record)
+
+    # ---- from a name on the command line to a plugin instance ---------------------------
+    def method_refs(self, names: Sequence[str]) -> list[PluginRef]:
+        """``--methods``: each ``name[k=v]`` parsed and its name checked; ``all`` is every method."""
+        refs: list[PluginRef] = []
+        for text in names:
+            if text == "all":
+                refs.extend(PluginRef(n) for n in sorted(self.methods))
+                continue
+            ref = PluginRef.parse(text)
+            self.method(ref.name)  # unknown name -> ConfigError with suggestions
+            refs.append(ref)
+        return refs
+
+    def make_method(self, ref: PluginRef | str) -> Method:
+        """The method with its parameters resolved (defaults, ``preset=``, then the options)."""
+        ref = PluginRef.parse(ref) if isinstance(ref, str) else ref
+        cls = self.method(ref.name)
+        opts = ref.opts
+        preset = opts.pop("preset", None)
+        return cls(cls.resolve_params(opts, preset=preset))
+
+    def make_dataset(self, ref: PluginRef | str, root: str | None = None) -> Dataset:
+        ref = PluginRef.parse(ref) if isinstance(ref, str) else ref
+        return self.dataset(ref.name)(root=root, **ref.opts)
+
+    @staticmethod
+    def load_data(ds: Dataset) -> ImageData:
+        """``ds.load()``, checked to be :class:`ImageData`."""
+        data = ds.load()
+        if not isinstance(data, ImageData):
+            raise DataError(f"dataset {ds.name!r} returned {type(data).__name__}, not ImageData")
+        return data
+
+    def recorded_data_loader(self, root: str | None) -> Callable[[Mapping[str, Any]], ImageData]:
+        """``load(record)``: the data a record was measured on, reloaded and its digest checked
+        (report figures).  Holds one dataset at a time; a failure is a :class:`DataError`, kept."""
+        cache: dict[PluginRef, tuple[ImageData, str] | DataError] = {}
+
+        def load(rec: Mapping[str, Any]) -> ImageData:
+            ref = PluginRef.of_record(rec["dataset"])
+            if ref not in cache:
+                cache.clear()  # figures are drawn one dataset at a time
+                cache[ref] = self._reload(ref, root)
+            got = cache[ref]
+            if isinstance(got, DataError):
+                raise got
+            data, digest = got
+            want = rec["dataset"].get("digest")
+            if want and digest != want:
+                raise DataError(f"the data found for {ref} has digest {digest}, but the runs used "
+                                f"{want} (other files, or another --data-root?)")
+            return data
+
+        return load
+
+    def _reload(self, ref: PluginRef, root: str | None) -> tuple[ImageData, str] | DataError:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                data = self.load_data(self.make_dataset(ref, root))
+            return data, data.digest()
+        except Exception as exc:  # noqa: BLE001 - the report shows it as a note
+            return DataError(str(exc) if isinstance(exc, (ConfigError, DataError)) else f"{type(exc).__name__}: {exc}")
 
 
 def _lookup(kind: str, name: str, table: dict[str, Any]) -> Any:
@@ -102,19 +218,24 @@ def build_plugin_manager(extra_plugins: list[tuple[str, Any]] | None = None) -> 
         pm.register(plugin, name=ep.name)
         providers[ep.name] = _provider_name(ep)
     for name, plugin in extra_plugins or []:
-        base, n = name, 1
-        while pm.has_plugin(name):  # e.g. --plugin ./kmeans.py beside the installed `kmeans` plugin
-            name, n = f"{base}-{n}", n + 1
-        providers[name] = f"local ({getattr(plugin, '__file__', name)})"
-        try:
-            pm.register(plugin, name=name)
-        except pluggy.PluginValidationError as exc:  # e.g. a hook implementation with wrong arguments
-            raise PluginError(f"plugin {providers[name]}: " + "; ".join(str(exc).splitlines())) from None
+        _register_local(pm, name, plugin, providers)
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:  # a misspelt hook name: say which plugin, no traceback
         raise PluginError("; ".join(str(exc).splitlines())) from None
     return pm, providers, failed
+
+
+def _register_local(pm: pluggy.PluginManager, name: str, plugin: Any, providers: dict[str, str]) -> None:
+    """A ``--plugin FILE`` module (or a test's), under a name no installed plugin has."""
+    base, n = name, 1
+    while pm.has_plugin(name):  # e.g. --plugin ./kmeans.py beside the installed `kmeans` plugin
+        name, n = f"{base}-{n}", n + 1
+    providers[name] = f"local ({getattr(plugin, '__file__', name)})"
+    try:
+        pm.register(plugin, name=name)
+    except pluggy.PluginValidationError as exc:  # e.g. a hook implementation with wrong arguments
+        raise PluginError(f"plugin {providers[name]}: " + "; ".join(str(exc).splitlines())) from None
 
 
 def _collect(pm: pluggy.PluginManager, hook_name: str) -> list[tuple[str, Any]]:
@@ -170,9 +291,6 @@ def load_local_plugin(path: str) -> tuple[str, ModuleType]:
     time) is a :class:`ConfigError` naming the file and the exception: the user's input is
     wrong, so one line and exit code 2, not a traceback.
     """
-    import importlib.util
-    from pathlib import Path
-
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"plugin file {path!r} does not exist")
@@ -180,8 +298,6 @@ def load_local_plugin(path: str) -> tuple[str, ModuleType]:
     if spec is None or spec.loader is None:
         raise ConfigError(f"cannot import plugin file {path!r}")
     module = importlib.util.module_from_spec(spec)
-    import sys
-
     sys.modules[spec.name] = module  # dataclasses (string annotations) look the module up there
     try:
         spec.loader.exec_module(module)

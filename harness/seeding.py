@@ -10,12 +10,10 @@ import numpy as np
 
 def seed_everything(seed: int) -> None:
     """Seed python's, numpy's and torch's global generators (CPU and every GPU)."""
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % (2**32))
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 

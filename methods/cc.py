@@ -12,7 +12,9 @@ Loss (§3.2-3.4):  L = L_ins + L_clu
   probabilities P(y) of each view (implemented, as in the official code, as
   log K - H(P(y)) per view, which is >= 0 and is 0 when clusters are used uniformly).
 
-Prediction (§3.5): argmax of the cluster projector's output.
+Prediction (§3.5): argmax of the cluster projector's output.  Loss and prediction rule are
+``clusterbench.CCObjective`` (``cc_loss``), shared with VTCC; the augmentation is
+``clusterbench.cc_augmentation``, shared with TCC.
 
 Defaults and where they come from (paper §4.2 "Implementation details" and the official
 config `config/config.yaml`): ResNet-34, images resized to 224x224, batch 256, Adam with
@@ -36,17 +38,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from clusterbench import hookimpl, param
-from clusterbench.train.augment import AugmentSpec
-from clusterbench.train.backbones import ResNetBackbone
-from clusterbench.train.engine import DeepMethod
-from clusterbench.train.losses import neg_entropy_of_mean, nt_xent
+from clusterbench import (AugmentSpec, CCObjective, DeepMethod, DeepParams, ResNetBackbone, cc_augmentation, hookimpl,
+                          mlp, param)
 
 PAPER = "Li et al., Contrastive Clustering, AAAI 2021"
-
-
-def mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.ReLU(inplace=True), nn.Linear(d_hidden, d_out))
 
 
 class CCNetwork(nn.Module):
@@ -63,36 +58,6 @@ class CCNetwork(nn.Module):
         return self.instance_projector(h), self.cluster_projector(h).float().softmax(dim=1)
 
 
-def cluster_contrastive_loss(c1: torch.Tensor, c2: torch.Tensor, temperature: float) -> torch.Tensor:
-    """CC's cluster-level loss: NT-Xent over assignment columns + (log K - H) per view."""
-    return nt_xent(c1.t(), c2.t(), temperature) + neg_entropy_of_mean(c1) + neg_entropy_of_mean(c2)
-
-
-def cc_loss(z1, z2, c1, c2, tau_instance: float, tau_cluster: float) -> dict[str, torch.Tensor]:
-    l_ins = nt_xent(z1, z2, tau_instance)
-    l_clu = cluster_contrastive_loss(c1, c2, tau_cluster)
-    return {"loss": l_ins + l_clu, "loss_instance": l_ins, "loss_cluster": l_clu}
-
-
-def cc_augmentation(jitter_strength: float, blur: bool) -> AugmentSpec:
-    s = jitter_strength
-    return AugmentSpec(brightness=0.8 * s, contrast=0.8 * s, saturation=0.8 * s, hue=min(0.5, 0.2 * s),
-                       jitter_p=0.8, grayscale_p=0.2, blur_p=0.5 if blur else 0.0)
-
-
-class CCObjective:
-    """CC's training loss and prediction rule over a network returning (z, softmax assignment):
-    shared by every method that trains with CC's objective (CC, VTCC)."""
-
-    def training_loss(self, model, v1, v2):
-        z1, c1 = model(v1)
-        z2, c2 = model(v2)
-        return cc_loss(z1, z2, c1, c2, self.params.tau_instance, self.params.tau_cluster)
-
-    def cluster_logits(self, model, x):
-        return model(x)[1]
-
-
 class CC(CCObjective, DeepMethod):
     name = "cc"
     description = "Contrastive Clustering: instance- and cluster-level contrast (Li et al., AAAI 2021)"
@@ -100,7 +65,7 @@ class CC(CCObjective, DeepMethod):
     version = "1"
 
     @dataclass(frozen=True)
-    class Params:
+    class Params(DeepParams):
         backbone: str = param("resnet34", "ResNet depth: resnet18 | resnet34 | resnet50", "§4.2: ResNet-34")
         small_stem: bool = param(False, "3x3 stride-1 stem without max-pool (for small inputs)",
                                  "official code: ImageNet stem at 224x224")

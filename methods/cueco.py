@@ -3,7 +3,7 @@
 What the paper says -- everything of it that could be read.  Only the abstract, the index
 terms, the opening paragraphs of §1 (Introduction) and the caption of the framework figure
 were retrievable; the method section (§2: the loss equations, how centroids are defined and
-updated), the implementation details and the result tables were NOT (see "Searched" below).
+updated), the implementation details and the result tables were NOT (see "Sources" below).
 - Two networks, a *query* f_theta and a *key* f_xi; the key network "is updated through a
   slow-moving average" of the query (abstract): an EMA copy that gets no gradient.
 - Figure caption: two augmented views v, v' of an image x; z = f_theta(v), z' = f_xi(v').
@@ -16,20 +16,11 @@ The paper is silent (as far as it could be read) on: the form of either loss, th
 temperatures, how many clusters/centroids and how they are updated, the momentum value or
 schedule, optimiser, lr, batch size, epochs, projector, augmentations, image sizes.
 
-Searched (stored copies only; no live web): the arXiv HTML arxiv.org/html/2507.12359v1 (two
-stored copies, both ending inside §1), fugumt.com/fugumt/paper_check/2507.12359v1_enmode,
-tomesphere.com/paper/2507.12359, newx.sg (an AI summary, not used),
-chatpaper.com/ja/paper/164377 (abstract + figure caption; affiliation Imperial College
-London); the authors' GitHub: giakoumoglou.github.io ``_data/publications.yml`` lists CueCo
-with IEEE (11084524) and arXiv links and *no code link* (unlike SynCo, Syn2Co and RRD, which
-link giakoumoglou/synco, synco-v2, rrd); none of giakoumoglou/synco, synco-v2, moco,
-moco-v3, rrd, distillers holds CueCo; full-text code search for "CueCo", "2507.12359",
-"Cluster Contrast (CueCo)" finds only arXiv digests and one third-party README.  That
-README (an "IG-JEPA" repository) cites CueCo [arXiv 2507.12359] as the source of its CIFAR-10
-ResNet-18 baselines (SwAV 89.17, SimCLR 90.74, SimSiam 90.51, Barlow Twins 92.10, MoCo v2
-92.94, MoCo v3 93.10): those are solo-learn's published CIFAR-10 numbers, which suggests
-that CueCo's comparison table -- and plausibly its training setup -- is solo-learn's CIFAR
-benchmark.  Second-hand; it only guides the harness defaults below.
+Sources: the paper's abstract, index terms, the start of §1 and the framework figure's
+caption (arXiv 2507.12359v1; no stored copy holds more).  The authors list no code for
+CueCo.  One third-party README cites CueCo as the source of its CIFAR-10 ResNet-18 baselines,
+which are solo-learn's published numbers: a hint, second-hand, that CueCo's comparison (and
+plausibly its training setup) is solo-learn's CIFAR benchmark.  It only guides the defaults.
 
 RECONSTRUCTED, NOT TRANSCRIBED: the formulation below is the one the abstract's own
 vocabulary (query / key / slow-moving average = MoCo) and the authors' MoCo-based lineage
@@ -40,7 +31,7 @@ against the paper's §2 before quoting numbers from it.
 Model: a ResNet backbone and a 2-layer MLP projector form the query network; the key
 network is a frozen copy updated after every step as xi <- m xi + (1 - m) theta with m
 going from 0.99 to 0.999 on a cosine schedule (solo-learn's CIFAR MoCo v2+;
-``clusterbench.train.momentum``).  K learnable centroids C (unit vectors, K = the number of
+``clusterbench.ema_update``).  K learnable centroids C (unit vectors, K = the number of
 clusters) live in the projection space.
 
 Loss: L = L_con + lambda * L_clu, symmetrised over the two views.  (The figure caption sends
@@ -69,7 +60,7 @@ CIFAR MoCo v2+ recipe (``scripts/pretrain/cifar/mocov2plus.yaml``: SGD lr 0.3, m
 projector 2048 -> 256, tau 0.2, queue 32768, EMA momentum 0.99 -> 0.999; augmentations
 ``symmetric_weak.yaml``: crop scale 0.08-1, jitter 0.4/0.4/0.4/0.1 with p 0.8, grayscale
 0.2, blur 0.5, no solarisation, flip 0.5), chosen because the backbone and the three
-benchmarks are solo-learn's and CueCo's baselines appear to be too (see "Searched");
+benchmarks are solo-learn's and CueCo's baselines appear to be too (see "Sources");
 SwAV's values for the clustering part (tau_c = 0.1, epsilon = 0.05, 3 Sinkhorn
 iterations); hard targets and lambda = 1 are harness choices.
 
@@ -96,12 +87,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clusterbench import hookimpl, param
-from clusterbench.train.augment import AugmentSpec
-from clusterbench.train.backbones import ResNetBackbone
-from clusterbench.train.engine import DeepMethod
-from clusterbench.train.losses import neg_entropy_of_mean
-from clusterbench.train.momentum import cosine_momentum, ema_update, momentum_copy
+from clusterbench import (AugmentSpec, DeepMethod, DeepParams, ResNetBackbone, cosine_momentum, ema_update, hookimpl,
+                          mlp, momentum_copy, neg_entropy_of_mean, param)
 
 PAPER = "Giakoumoglou & Stathaki, Cluster Contrast for Unsupervised Visual Representation Learning, ICIP 2025"
 
@@ -191,10 +178,6 @@ def warmup_cosine(progress: float, warmup: float) -> float:
 
 
 # ---- the model ------------------------------------------------------------------------------
-def mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.ReLU(inplace=True), nn.Linear(d_hidden, d_out))
-
-
 class Encoder(nn.Module):
     """Backbone + projector: f_theta (query) or, as a frozen copy, f_xi (key)."""
 
@@ -259,10 +242,9 @@ class CueCo(DeepMethod):
     version = "1"
     # K learnable centroids with K = n_clusters: the head protocol is the argmax of the
     # query's similarity to them; kmeans and linear use the backbone features.
-    protocols = ("head", "kmeans", "linear")
 
     @dataclass(frozen=True)
-    class Params:
+    class Params(DeepParams):
         backbone: str = param("resnet18", "ResNet depth: resnet18 | resnet34 | resnet50", "abstract: ResNet-18")
         small_stem: bool = param(True, "3x3 stride-1 stem without max-pool (the CIFAR ResNet-18 of solo-learn)",
                                  None)
@@ -309,10 +291,6 @@ class CueCo(DeepMethod):
                   "hidden_dim": 64, "proj_dim": 32, "queue_size": 64},
     }
 
-    def __init__(self, params=None) -> None:
-        super().__init__(params)
-        self._pending_keys: tuple[torch.Tensor, torch.Tensor] | None = None
-
     # ---- model, optimiser, schedule -----------------------------------------------------
     def build_model(self, in_chans: int, image_size: int, n_clusters: int) -> nn.Module:
         p = self.params
@@ -344,17 +322,14 @@ class CueCo(DeepMethod):
                            temperature=p.temperature, cluster_temperature=p.cluster_temperature,
                            epsilon=p.sinkhorn_epsilon, sinkhorn_iters=p.sinkhorn_iters,
                            cluster_weight=p.cluster_weight, hard=p.hard_assignment)
-        self._pending_keys = (k1.detach(), k2.detach())
-        return terms
+        # not scalars, so not on the learning curve: the keys after_step enqueues
+        return {**terms, "keys1": k1, "keys2": k2}
 
-    def after_step(self, model, progress: float) -> None:
+    def after_step(self, model, progress: float, outputs: dict[str, torch.Tensor]) -> None:
         """Key network <- EMA of the query network, then this step's keys enter the queues."""
         p = self.params
         ema_update(model.key, model.query, cosine_momentum(progress, p.momentum_base, p.momentum_final))
-        if self._pending_keys is not None:
-            # not reset: under a CUDA graph training_loss runs once, at capture, and these
-            # tensors are its static outputs, refilled by every replay
-            model.enqueue(*self._pending_keys)
+        model.enqueue(outputs["keys1"], outputs["keys2"])
 
     # ---- prediction -------------------------------------------------------------------------
     def cluster_logits(self, model, x):

@@ -87,18 +87,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clusterbench import hookimpl, param
-from clusterbench.train.augment import AugmentSpec
-from clusterbench.train.backbones import ResNetBackbone
-from clusterbench.train.engine import DeepMethod
-from clusterbench.train.losses import neg_entropy_of_mean, nt_xent
+from clusterbench import (AugmentSpec, DeepMethod, DeepParams, ResNetBackbone, cc_augmentation, hookimpl, mlp,
+                          neg_entropy_of_mean, nt_xent, param)
 
 PAPER = "Shen et al., You Never Cluster Alone, NeurIPS 2021"
 CITATION = PAPER + ", main results table (values as indexed by wizwand.com; table not read here)"
-
-
-def mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.ReLU(inplace=True), nn.Linear(d_hidden, d_out))
 
 
 class TCCNetwork(nn.Module):
@@ -191,12 +184,6 @@ def tcc_loss(q1, u1, z1, q2, u2, z2, tau_instance: float, tau_cluster: float, en
             "loss_instance": l_ins, "loss_cluster": l_clu, "loss_entropy": l_ent}
 
 
-def tcc_augmentation(jitter_strength: float, blur: bool) -> AugmentSpec:
-    s = jitter_strength
-    return AugmentSpec(brightness=0.8 * s, contrast=0.8 * s, saturation=0.8 * s, hue=min(0.5, 0.2 * s),
-                       jitter_p=0.8, grayscale_p=0.2, blur_p=0.5 if blur else 0.0)
-
-
 _NOT_READ = "TCC's implementation details could not be read"
 
 
@@ -207,7 +194,7 @@ class TCC(DeepMethod):
     version = "1"
 
     @dataclass(frozen=True)
-    class Params:
+    class Params(DeepParams):
         backbone: str = param("resnet34", f"ResNet depth: resnet18 | resnet34 | resnet50 ({_NOT_READ}; "
                               "CC's ResNet-34, the setting TCC is compared in)")
         small_stem: bool = param(False, "3x3 stride-1 stem without max-pool (for small inputs)")
@@ -246,7 +233,7 @@ class TCC(DeepMethod):
         return TCCNetwork(backbone, backbone.out_dim, p.feature_dim, n_clusters)
 
     def augmentation(self, data) -> AugmentSpec:
-        return tcc_augmentation(self.params.jitter_strength, self.params.blur)
+        return cc_augmentation(self.params.jitter_strength, self.params.blur)
 
     def training_loss(self, model, v1, v2):
         p = self.params

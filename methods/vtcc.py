@@ -16,7 +16,7 @@ Loss: CC's objective.  The official code is "developed based on the architecture
 (its README) and ``train.py`` minimises ``InstanceLoss + ClusterLoss`` built with CC's
 names and arguments (the loss file itself is not in the stored copy of the repository
 that could be read), so this plugin reuses
-:func:`clusterbench.methods.cc.cc_loss`: L = L_ins (NT-Xent over the 2N rows z, tau_I = 0.5)
+:func:`clusterbench.cc_loss` (through ``clusterbench.CCObjective``): L = L_ins (NT-Xent over the 2N rows z, tau_I = 0.5)
 + L_clu (NT-Xent over the 2K assignment columns, tau_C = 1.0, plus log K - H(P(y)) per
 view).  VTCC changes the encoder and the projectors, not the loss.
 
@@ -48,7 +48,7 @@ leaves at least 8x8 tokens:
 
 Defaults and where they come from.  The paper is silent here as far as it could be read:
 only its abstract (v1 and v2) was retrievable, not its experimental-setup section or its
-result tables (see "Searched" below).  Every value below is therefore cited to the official
+result tables (see "Sources" below).  Every value below is therefore cited to the official
 repository github.com/JackKoLing/VTCC (``config/config.yaml``, ``modules/vtcc.py``,
 ``modules/vision_transformer.py``, ``modules/network.py``, ``modules/transform.py``,
 ``train.py``, ``cluster.py``), which the v2 abstract names as its code (checked against the
@@ -78,20 +78,11 @@ not be retrieved and are NOT quoted (``REPORTED`` is left empty rather than fill
 memory or from another paper's re-runs); add them with their table number once read from
 the paper itself.
 
-Searched (stored copies only; no live web): ar5iv.labs.arxiv.org/html/2206.12925 (stored
-only up to the abstract and index terms), arxiv.org/abs/2206.12925 (v1, v2),
-export.arxiv.org/abs/2206.12925, arxitics.com (metadata), paperswithcode.com/paper/
-vision-transformer-for-contrastive-clustering, emergentmind.com, arxivlens.com,
-tomesphere.com, bzpeer.com (all abstract-only); the official repository (README,
-config, modules, train.py, cluster.py: no results table; its loss file
-``modules/contrastive_loss.py`` is not in the stored copy); full-text code search for
-"2206.12925" and "Vision Transformer for Contrastive Clustering" (only the official README,
-a derived repository's acknowledgement and unrelated model cards); derived work by the same
-group -- Regan-Zhang/PICI (arXiv 2401.13503, whose README has no table) -- and arXiv
-2511.08883 (MFAVB), which compare with VTCC, are stored only up to their abstracts.  A
-third-party model card mentions a journal version, "Vision transformer for contrastive
-clustering" (Knowledge-Based Systems, ScienceDirect article S0950705126004612): not
-retrievable here and not verified to be the same work.
+Sources: the paper's abstract (arXiv 2206.12925, v1 and v2; no stored copy holds more of it)
+and the official repository github.com/JackKoLing/VTCC (README, ``config/config.yaml``,
+``modules/``, ``train.py``, ``cluster.py``; its loss file ``modules/contrastive_loss.py`` is
+not in the stored copy).  A journal version (Knowledge-Based Systems) is mentioned by a
+third party; it could not be read and is not known to be the same work.
 
 Presets: ``paper`` (the defaults) and ``fast``: a shallower ViT (depth 6, width 384, 12
 heads) at the dataset's own resolution (32x32 on CIFAR -> patch 4, 8x8 tokens), batch 256,
@@ -111,10 +102,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from clusterbench import ConfigError, hookimpl, param
-from clusterbench.train.augment import AugmentSpec
-from clusterbench.train.engine import DeepMethod
-from clusterbench.methods.cc import CCObjective
+from clusterbench import AugmentSpec, CCObjective, ConfigError, DeepMethod, DeepParams, hookimpl, param
 
 PAPER = "Ling et al., Vision Transformer for Contrastive Clustering, arXiv 2206.12925"
 CODE = "official code github.com/JackKoLing/VTCC"
@@ -254,9 +242,10 @@ class VTCCNetwork(nn.Module):
 
 
 def vtcc_augmentation(blur_p: float, solarize_p: float) -> AugmentSpec:
+    """MoCo v3's policy (official ``transform.py``); the ImageNet Normalize is ``VTCC.input_mean``/``input_std``."""
     return AugmentSpec(crop_scale=(0.08, 1.0), flip_p=0.5, jitter_p=0.8, brightness=0.4, contrast=0.4,
                        saturation=0.2, hue=0.1, grayscale_p=0.2, blur_p=blur_p, blur_sigma=(0.1, 2.0),
-                       solarize_p=solarize_p, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+                       solarize_p=solarize_p)
 
 
 # ---- the plugin ---------------------------------------------------------------------------------
@@ -265,9 +254,12 @@ class VTCC(CCObjective, DeepMethod):
     description = "Vision Transformer for Contrastive Clustering: CC's losses on a conv-stem ViT (Ling et al.)"
     paper = PAPER
     version = "1"
+    # ImageNet normalisation of the input, in training and at test time (official transform.py)
+    input_mean = IMAGENET_MEAN
+    input_std = IMAGENET_STD
 
     @dataclass(frozen=True)
-    class Params:
+    class Params(DeepParams):
         embed_dim: int = param(384, "ViT width D", f"{CODE}, modules/vtcc.py vit_small: 384")
         depth: int = param(8, "number of transformer blocks", f"{CODE}, vit_small: 8")
         num_heads: int = param(12, "attention heads", f"{CODE}, vit_small: 12 (head width 32)")

@@ -1,4 +1,7 @@
-"""Shared fixtures: keep every test away from the user's caches and displays."""
+"""Shared fixtures: keep every test away from the user's caches and displays.
+
+Plain helpers the CLI tests share (reading tables, error lines, records) are in ``helpers.py``.
+"""
 
 from __future__ import annotations
 

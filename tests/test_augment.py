@@ -11,9 +11,9 @@ import torchvision.transforms as T
 import torchvision.transforms.functional as TF
 import torchvision.transforms.v2.functional as F2
 
-from clusterbench.train.augment import (AugmentSpec, GPUAugment, _adjust_brightness, _adjust_contrast, _adjust_hue,
-                                  _adjust_saturation, _color_jitter, _draw_params, _gaussian_blur, _N_RAND,
-                                  _sample_crops, blur_kernel_size, eval_transform, two_views)
+from clusterbench.train.augment import (_N_RAND, AugmentSpec, GPUAugment, _crop_theta, _draw_params, _sample_crops,
+                                        blur_kernel_size, eval_transform, two_views)
+from clusterbench.train.augment_kernels import adjust_hue, color_jitter, gaussian_blur, gray, linear_slot
 
 # Everything random switched off and the crop the whole image: the identity policy.
 OFF = dict(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0, jitter_p=0.0, grayscale_p=0.0,
@@ -92,7 +92,6 @@ def test_two_views_stacked_grid_equals_per_view_crop():
     v = aug.views(x, 2, g)
     u = torch.rand(6, _N_RAND, generator=gen(3))
     p = _draw_params(u, spec, 16, 16, 3)
-    from clusterbench.train.augment import _crop_theta
     theta = _crop_theta(p.top, p.left, p.height, p.width, p.flip, 16, 16)
     xx = torch.cat([x, x]).permute(0, 3, 1, 2).float() / 255
     ref = F.grid_sample(xx, F.affine_grid(theta, [6, 3, 12, 12], align_corners=False), align_corners=False,
@@ -177,6 +176,28 @@ def test_upscaled_crop_matches_resize_of_the_crop():
 
 
 # ---- colour ops against torchvision.transforms.v2.functional ----------------------------------------
+# One op for every sample: production applies them through ``linear_slot`` (op 0/1/2, any mix
+# per batch); these spell out each op the way torchvision's kernels are written.
+def _adjust_brightness(x, f):
+    return (x * f.view(-1, 1, 1, 1)).clamp(0, 1)
+
+
+def _adjust_contrast(x, f):
+    m = gray(x).mean(dim=(1, 2, 3), keepdim=True)
+    return (x * f.view(-1, 1, 1, 1) + m * (1 - f).view(-1, 1, 1, 1)).clamp(0, 1)
+
+
+def _adjust_saturation(x, f):
+    if x.shape[1] == 1:
+        return x
+    return (x * f.view(-1, 1, 1, 1) + gray(x) * (1 - f).view(-1, 1, 1, 1)).clamp(0, 1)
+
+
+def _slot(op):
+    """The production kernel with every sample taking op ``op`` (0 brightness, 1 contrast, 2 saturation)."""
+    return lambda x, f: linear_slot(x, torch.full((len(x),), op), torch.stack([f, f, f, f], 1))
+
+
 def _per_sample(fn, x, factors):
     return torch.stack([fn(x[i], float(factors[i])) for i in range(len(x))])
 
@@ -185,7 +206,10 @@ def _per_sample(fn, x, factors):
     (_adjust_brightness, F2.adjust_brightness, 0.0, 2.0),
     (_adjust_contrast, F2.adjust_contrast, 0.0, 2.0),
     (_adjust_saturation, F2.adjust_saturation, 0.0, 2.0),
-    (_adjust_hue, F2.adjust_hue, -0.5, 0.5),
+    (_slot(0), F2.adjust_brightness, 0.0, 2.0),
+    (_slot(1), F2.adjust_contrast, 0.0, 2.0),
+    (_slot(2), F2.adjust_saturation, 0.0, 2.0),
+    (adjust_hue, F2.adjust_hue, -0.5, 0.5),
 ])
 def test_colour_ops_match_torchvision(ours, theirs, lo, hi):
     g = gen(0)
@@ -204,7 +228,7 @@ def test_hue_round_trip_is_tight():
     x = torch.rand(8, 3, 16, 16, generator=gen(1))
     f = torch.rand(8, generator=gen(2)) - 0.5
     ref = _per_sample(F2.adjust_hue, x, f)
-    assert (_adjust_hue(x, f) - ref).abs().max() < 1e-5
+    assert (adjust_hue(x, f) - ref).abs().max() < 1e-5
 
 
 def test_color_jitter_random_order_matches_sequential_torchvision():
@@ -223,7 +247,7 @@ def test_color_jitter_random_order_matches_sequential_torchvision():
         for op in order[i].tolist():
             img = fns[op](img, float(factors[i, op]))
         ref.append(img)
-    torch.testing.assert_close(_color_jitter(x, factors, order), torch.stack(ref), atol=1e-4, rtol=0)
+    torch.testing.assert_close(color_jitter(x, factors, order), torch.stack(ref), atol=1e-4, rtol=0)
     # without hue: orders over the three linear ops
     order3 = torch.rand(n, 3, generator=g).argsort(1)
     ref3 = []
@@ -232,7 +256,7 @@ def test_color_jitter_random_order_matches_sequential_torchvision():
         for op in order3[i].tolist():
             img = fns[op](img, float(factors[i, op]))
         ref3.append(img)
-    torch.testing.assert_close(_color_jitter(x, factors, order3), torch.stack(ref3), atol=1e-4, rtol=0)
+    torch.testing.assert_close(color_jitter(x, factors, order3), torch.stack(ref3), atol=1e-4, rtol=0)
 
 
 def test_gaussian_blur_matches_torchvision():
@@ -240,10 +264,10 @@ def test_gaussian_blur_matches_torchvision():
     sigma = torch.tensor([0.1, 0.7, 1.3, 2.0])
     k = blur_kernel_size(64)  # 7
     ref = torch.stack([F2.gaussian_blur(x[i], [k, k], [float(s), float(s)]) for i, s in enumerate(sigma)])
-    torch.testing.assert_close(_gaussian_blur(x, sigma, k), ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(gaussian_blur(x, sigma, k), ref, atol=1e-5, rtol=0)
     x = torch.rand(4, 1, 6, 11, generator=gen(5))  # non-square, kernel 5 on a 6-pixel side
     ref = torch.stack([F2.gaussian_blur(x[i], [5, 5], [float(s), float(s)]) for i, s in enumerate(sigma)])
-    torch.testing.assert_close(_gaussian_blur(x, sigma, 5), ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(gaussian_blur(x, sigma, 5), ref, atol=1e-5, rtol=0)
     assert blur_kernel_size(32) == 3 and blur_kernel_size(224) == 23 and blur_kernel_size(96) == 9
 
 

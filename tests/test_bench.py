@@ -9,12 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from clusterbench.bench.steps import PILTwoViews, _pil_transform, bench_kmeans, float32_mode, synthetic_features
+from clusterbench import AugmentSpec, EngineSettings
+from clusterbench.bench.kmeans_bench import bench_kmeans, synthetic_features
+from clusterbench.bench.pil import PILTwoViews, float32_mode, pil_transform
+from clusterbench.bench.steppers import BenchStep
+from clusterbench.bench.timing import timed
 from clusterbench.cli import _compile_default, main
-from clusterbench.train.augment import AugmentSpec
-from clusterbench.settings import EngineSettings
-from clusterbench.train.engine import TrainStep
 from clusterbench.methods.cc import CC
+from clusterbench.methods.vtcc import VTCC
+from clusterbench.train.augment import blur_kernel_size
+from clusterbench.train.deep import augment_policy
+from clusterbench.train.step import TrainStep
 
 pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
@@ -31,10 +36,15 @@ def test_bench_command_writes_consistent_figures(tmp_path, capsys):
     res = json.loads(out.read_text())
     (step,) = res["steps"]
     assert (step["method"], step["image_size"], step["batch_size"]) == ("cc", 16, 8)
+    # every path's rate is the batch over its median seconds per step, with the spread recorded
     for key in ("model_only", "harness", "pil", "model_only_eager", "harness_eager"):
-        assert step[key] > 0, key
-    assert step["efficiency"] == pytest.approx(step["harness"] / step["model_only"])
-    assert step["speedup"] == pytest.approx(step["harness"] / step["pil"])
+        t = step["timings"][key]
+        assert t["calls"] >= 1 and 0 <= t["iqr_s"] < 10 * t["median_s"], key
+        assert step[key] == pytest.approx(8 / t["median_s"]), key
+    # and the printed row shows the JSON's figures, in the header's columns
+    row = next(line.split() for line in printed.splitlines() if line.startswith("cc[preset=fast]"))
+    assert row[1:3] == ["16", "8"] and row[7] == f"{step['pil']:,.0f}" and row[6] == f"{step['harness']:,.0f}"
+    assert float(row[10]) == pytest.approx(round(step['efficiency'], 2))  # tabulate prints 1.00 as 1
     # no GPU: no TF32 column, no graphs, and compile off by default on the CPU
     assert step["pil_tf32"] is None and step["cuda_graphs"].startswith("off") and step["compiled"] == "off"
     assert res["settings"]["compile"] is False
@@ -43,7 +53,8 @@ def test_bench_command_writes_consistent_figures(tmp_path, capsys):
     assert (syn["n"], syn["dim"], syn["k"]) == (1500, 512, 10)
     assert trained["n"] == 64 and trained["k"] >= 2 and "cc trained 2 steps" in trained["features"]
     for name in ("faiss_blas", "faiss_direct", "faiss_sampled"):
-        assert syn[f"{name}_speedup"] == pytest.approx(syn["sklearn_seconds"] / syn[f"{name}_seconds"])
+        assert syn[f"{name}_seconds"] > 0 and f"{syn[name + '_speedup']:.1f}x" in printed
+    assert syn["faiss_blas_agreement"] == pytest.approx(1.0)  # same start, same iterations: same partition
 
 
 def test_kmeans_comparison_same_start_same_partition():
@@ -58,7 +69,7 @@ def test_kmeans_comparison_same_start_same_partition():
 
 def test_pil_views_ship_a_shared_memory_handle_not_the_images():
     x = np.random.default_rng(0).integers(0, 256, (300, 32, 32, 3), dtype=np.uint8)
-    ds = PILTwoViews(x, _pil_transform(AugmentSpec(), 24))
+    ds = PILTwoViews(x, pil_transform(AugmentSpec(), 24))
     # what a spawned DataLoader worker receives: a handle to shared memory, not 900 KB of pixels
     assert len(ForkingPickler.dumps(ds)) < x.nbytes / 20
     a, b = ds[3]
@@ -92,6 +103,7 @@ def test_compile_status_says_off_on_or_why_not():
     model = m.build_model(3, 16, 3)
     opt = m.configure_optimizer(model)
     assert TrainStep(m, model, opt, EngineSettings(device="cpu")).compile_status == "off"
+    assert TrainStep(m, model, opt, EngineSettings(device="cpu", compile=True)).compile_status == "on"
     m.compile_model = False
     assert TrainStep(m, model, opt, EngineSettings(device="cpu", compile=True)).compile_status == \
         "off: method 'cc' opts out"
@@ -109,11 +121,11 @@ def test_a_model_that_fails_to_compile_runs_eagerly_and_says_so():
     m = Uncompilable(_cc().params)
     model = m.build_model(3, 16, 3)
     m.raw = model
-    step = TrainStep(m, model, m.configure_optimizer(model), EngineSettings(device="cpu", compile=True))
+    step = BenchStep(m, model, m.configure_optimizer(model), EngineSettings(device="cpu", compile=True))
     assert step.compile_status == "on"
     v = torch.rand(4, 3, 16, 16)
     with pytest.warns(UserWarning, match="torch.compile of the cc model failed"):
-        terms = step(v, v.flip(3), 0.0)
+        terms = step.step_on_views(v, v.flip(3), 0.0)
     assert torch.isfinite(terms["loss"]) and step.compile_status.startswith("off: compile failed (")
     assert step.step_model is model
 
@@ -149,3 +161,46 @@ def test_gpu_records_say_whether_fp32_ran_as_tf32(monkeypatch):
     with float32_mode(tf32=True):
         assert device_info("cuda:0")["tf32_convolutions"] is True
     assert "tf32_convolutions" not in device_info("cpu")
+
+
+def test_pil_baseline_applies_every_op_of_the_policy():
+    """The PIL path does the GPU path's work: solarisation and blur included (VTCC has both)."""
+    import torchvision.transforms as T
+
+    m = VTCC(VTCC.resolve_params({"image_size": 0}))
+    spec = augment_policy(m, None)
+    ops = pil_transform(spec, 96).transforms
+    kinds = [type(op) for op in ops]
+    assert kinds == [T.RandomResizedCrop, T.RandomHorizontalFlip, T.RandomApply, T.RandomGrayscale, T.RandomApply,
+                     T.RandomSolarize, T.ToTensor, T.Normalize]
+    blur = ops[4].transforms[0]
+    assert blur.kernel_size == (blur_kernel_size(96),) * 2 and ops[4].p == spec.blur_p == 1.0
+    assert ops[5].p == spec.solarize_p == 0.1 and ops[5].threshold == 128
+    assert tuple(ops[7].mean) == VTCC.input_mean and tuple(ops[7].std) == VTCC.input_std
+    plain = [type(op) for op in pil_transform(AugmentSpec(), 32).transforms]
+    assert T.RandomSolarize not in plain and T.Normalize not in plain and plain.count(T.RandomApply) == 1
+
+
+def test_timed_reports_median_and_spread_of_the_calls():
+    import time
+
+    calls = []
+
+    def fn():
+        calls.append(1)
+        time.sleep(0.002)
+
+    t = timed(fn, steps=5, warmup=2, device=torch.device("cpu"))
+    assert 0.0015 < t.median_s < 0.05 and t.iqr_s >= 0
+    assert t.calls >= 4 and len(calls) >= 2 + t.calls  # warm-up calls are not timed
+
+
+def test_bench_step_on_static_views_trains_the_model():
+    m = _cc()
+    model = m.build_model(3, 16, 3)
+    before = [p.clone() for p in model.parameters()]
+    step = BenchStep(m, model, m.configure_optimizer(model), EngineSettings(device="cpu"))
+    v = torch.rand(4, 3, 16, 16)
+    terms = step.step_on_static_views(v, v.flip(3), 0.5)
+    assert torch.isfinite(terms["loss"]) and not terms["loss"].requires_grad
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))

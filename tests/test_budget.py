@@ -34,9 +34,8 @@ def test_empty_budget(empty):
     b = Budget.parse(empty)
     assert b.empty
     assert str(b) == "method default"
-    default = Budget(epochs=3)
-    assert b.or_default(default) is default
-    assert Budget.parse("steps=1").or_default(default) == Budget(steps=1)
+    assert b.to_dict() == {}
+    assert not Budget.parse("steps=1").empty
 
 
 @pytest.mark.parametrize(

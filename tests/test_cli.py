@@ -5,60 +5,17 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import shutil
 import statistics
 import subprocess
 import sys
 from contextlib import redirect_stderr, redirect_stdout
-from importlib.metadata import entry_points
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from clusterbench.cli import main
 from clusterbench.results.store import MARKER, ResultsStore
-
-
-# ---- helpers --------------------------------------------------------------------------------
-def table_rows(markdown: str, dataset: str) -> dict[str, dict[str, str]]:
-    """The rows of one dataset's markdown leaderboard, keyed by method."""
-    section = markdown.split(f"### {dataset}\n", 1)[1].split("\n### ", 1)[0]
-    lines = [ln for ln in section.splitlines() if ln.startswith("|")]
-    header = [c.strip() for c in lines[0].strip("|").split("|")]
-    rows = {}
-    for ln in lines[2:]:
-        cells = [c.strip() for c in ln.strip("|").split("|")]
-        row = dict(zip(header, cells))
-        rows[row["Method"]] = row
-    return rows
-
-
-def mean_of(cell: str) -> float:
-    return float(cell.strip("*").split("±")[0])
-
-
-def error_lines(stderr: str) -> list[str]:
-    """stderr without warnings about (unrelated) plugins."""
-    return [ln for ln in stderr.splitlines() if ln.strip() and not ln.startswith("clusterbench: warning:")
-            and "Warning" not in ln and not ln.startswith("  ")]
-
-
-def snapshot(results: Path) -> dict[str, tuple[int, bytes]]:
-    return {str(p.relative_to(results)): (p.stat().st_mtime_ns, p.read_bytes())
-            for p in sorted(results.glob("runs/*/*")) if p.is_file()}
-
-
-def records_in(results: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(results.glob("runs/*/record.json"))]
-
-
-def copy_results(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
-    for lock in dst.glob("runs/*/.lock"):
-        lock.unlink()
-    return dst
+from helpers import copy_results, error_lines, mean_of, records_in, snapshot, subprocess_env, table_rows
 
 
 pytestmark = pytest.mark.usefixtures("one_faiss_thread")
@@ -371,18 +328,10 @@ def test_report_names_a_broken_record(default_run, tmp_path, capsys, edit, fragm
 
 
 # ---- a real process ---------------------------------------------------------------------------
-def _subprocess_env() -> dict[str, str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    # only the plugins used here: the deep methods would import torch/timm for nothing
-    env["CLUSTERBENCH_DISABLE_PLUGINS"] = ",".join(
-        ep.name for ep in entry_points(group="clusterbench") if ep.name not in ("kmeans", "digits", "synthetic"))
-    return env
-
-
 def test_subprocess_bad_method_exits_2(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "clusterbench.cli", "run", "--methods", "kmean",
                            "--device", "cpu", "--results", str(tmp_path / "r")],
-                          capture_output=True, text=True, cwd=tmp_path, env=_subprocess_env(), timeout=120)
+                          capture_output=True, text=True, cwd=tmp_path, env=subprocess_env(), timeout=120)
     assert proc.returncode == 2
     assert proc.stdout == ""
     lines = error_lines(proc.stderr)
@@ -392,12 +341,12 @@ def test_subprocess_bad_method_exits_2(tmp_path):
 def test_subprocess_report_and_list(default_run, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "clusterbench.cli", "report", "--results",
                            str(default_run.results), "--format", "csv"],
-                          capture_output=True, text=True, cwd=tmp_path, env=_subprocess_env(), timeout=120)
+                          capture_output=True, text=True, cwd=tmp_path, env=subprocess_env(), timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("dataset,method,protocol,budget,")
     assert "digits,kmeans-pca,head,-," in proc.stdout
     proc = subprocess.run([sys.executable, "-m", "clusterbench.cli", "list"], capture_output=True, text=True,
-                          cwd=tmp_path, env=_subprocess_env(), timeout=120)
+                          cwd=tmp_path, env=subprocess_env(), timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "kmeans-pca" in proc.stdout and "synthetic" in proc.stdout
 

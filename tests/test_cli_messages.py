@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from clusterbench.cli import main
 from clusterbench.evaluate.faiss_kmeans import available_cpus, kmeans
+from helpers import error_lines
 
 EXPLODER = '''
 from dataclasses import dataclass
@@ -62,7 +61,7 @@ def test_plugin_file_that_fails_to_import_is_one_line(tmp_path, capsys, name):
     path.write_text(source)
     rc = main(["--plugin", str(path), "run", "--results", str(tmp_path / "res"), "--quiet"])
     err = capsys.readouterr().err
-    lines = [ln for ln in err.splitlines() if not ln.startswith("clusterbench: warning:")]
+    lines = error_lines(err)
     assert rc == 2
     assert len(lines) == 1 and lines[0].startswith("clusterbench: error: "), err
     assert str(path) in lines[0] and fragment in lines[0]

@@ -1,4 +1,4 @@
-"""CueCo: its loss terms against hand computations, the momentum encoder, shapes, and a CLI run."""
+"""CueCo: its loss terms against hand computations, the momentum encoder, the queue, shapes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clusterbench.train.momentum import cosine_momentum, ema_update, momentum_copy
+from clusterbench import cosine_momentum, ema_update, momentum_copy
 from clusterbench.methods.cueco import (
     CueCo,
     infonce,
@@ -24,7 +24,7 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
     return x / x.norm(dim=1, keepdim=True)
 
 
-# ---- harness/momentum.py ----------------------------------------------------------------------
+# ---- clusterbench.train.momentum -------------------------------------------------------------------
 def test_momentum_copy_is_frozen_and_equal():
     src = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
     tgt = momentum_copy(src)
@@ -200,7 +200,8 @@ def test_shapes_terms_and_gradients():
     assert m.cluster_logits(net, x1).shape == (6, 5)
     assert m.embed(net, x1).shape == (6, 512)
     terms = m.training_loss(net, x1, x2)
-    assert set(terms) == {"loss", "loss_contrast", "loss_cluster", "cluster_imbalance"}
+    assert set(terms) == {"loss", "loss_contrast", "loss_cluster", "cluster_imbalance", "keys1", "keys2"}
+    assert terms["keys1"].shape == terms["keys2"].shape == (6, 16) and not terms["keys1"].requires_grad
     assert torch.isclose(terms["loss"], terms["loss_contrast"] + terms["loss_cluster"])
     terms["loss"].backward()
     assert net.query.backbone.net.conv1.weight.grad.abs().sum() > 0
@@ -214,26 +215,24 @@ def test_shapes_terms_and_gradients():
     assert id(net.centroids) in in_opt and isinstance(opt, torch.optim.SGD)
 
 
-def test_after_step_updates_key_network_and_queue():
+def test_after_step_updates_key_network_and_enqueues_the_steps_keys():
     m, net = _tiny(momentum_base=0.9, momentum_final=1.0)
     x1, x2 = torch.rand(10, 3, 8, 8), torch.rand(10, 3, 8, 8)
     opt = m.configure_optimizer(net)
     terms = m.training_loss(net, x1, x2)
-    keys = [k.clone() for k in m._pending_keys]
-    terms_keys_ptr = m._pending_keys[0].data_ptr()
     opt.zero_grad()
     terms["loss"].backward()
     opt.step()
+    outputs = {k: v.detach() for k, v in terms.items()}  # what the engine's step hands after_step
     key_before = [p.clone() for p in net.key.parameters()]
-    m.after_step(net, 0.0)  # momentum 0.9 at progress 0
+    m.after_step(net, 0.0, outputs)  # momentum 0.9 at progress 0
     for old, new, q in zip(key_before, net.key.parameters(), net.query.parameters()):
         assert torch.allclose(new, 0.9 * old + 0.1 * q, atol=1e-6)
     assert any(not torch.equal(a, b) for a, b in zip(key_before, net.key.parameters()))
     assert int(net.queue_ptr) == 10
-    assert torch.allclose(net.queue[0, :10], _unit(keys[0]), atol=1e-5)
-    assert torch.allclose(net.queue[1, :10], _unit(keys[1]), atol=1e-5)
-    # kept, not cleared: under a CUDA graph they are the capture's outputs, refilled by each replay
-    assert m._pending_keys is not None and m._pending_keys[0].data_ptr() == terms_keys_ptr
+    assert torch.allclose(net.queue[0, :10], _unit(outputs["keys1"]), atol=1e-5)
+    assert torch.allclose(net.queue[1, :10], _unit(outputs["keys2"]), atol=1e-5)
+    assert not hasattr(m, "_pending_keys")  # no state carried between the hooks
 
 
 def test_queue_is_fifo_and_wraps_around():
@@ -250,10 +249,23 @@ def test_queue_is_fifo_and_wraps_around():
 
 
 def test_in_batch_negatives_when_queue_is_empty():
-    m, net = _tiny(queue_size=0)
-    terms = m.training_loss(net, torch.rand(4, 3, 8, 8), torch.rand(4, 3, 8, 8))
-    assert torch.isfinite(terms["loss"])
-    m.after_step(net, 0.3)  # nothing to enqueue, no error
+    m, net = _tiny(queue_size=0, momentum_base=0.5)
+    v1, v2 = torch.rand(4, 3, 8, 8), torch.rand(4, 3, 8, 8)
+    terms = m.training_loss(net, v1, v2)
+    with torch.no_grad():
+        z1, z2, k1, k2 = net.query(v1), net.query(v2), net.key(v1), net.key(v2)
+    from clusterbench.methods.cueco import infonce
+
+    expected = (infonce(z1, k2, None, m.params.temperature) + infonce(z2, k1, None, m.params.temperature)) / 2
+    assert terms["loss_contrast"].item() == pytest.approx(expected.item(), rel=1e-5)
+    key_before = [p.clone() for p in net.key.parameters()]
+    with torch.no_grad():
+        for q in net.query.parameters():
+            q.add_(1.0)
+    m.after_step(net, 0.0, {k: v.detach() for k, v in terms.items()})  # nothing to enqueue
+    assert net.queue.shape == (2, 0, 16) and int(net.queue_ptr) == 0
+    assert all(torch.allclose(new, 0.5 * old + 0.5 * q) for old, new, q in
+               zip(key_before, net.key.parameters(), net.query.parameters()))
 
 
 def test_defaults_and_presets():
@@ -281,9 +293,3 @@ def test_reported_results_hook():
     assert rows["cifar10"]["metrics"] == {"accuracy": pytest.approx(0.914)}
     assert rows["cifar100"]["metrics"]["accuracy"] == pytest.approx(0.6856)
     assert rows["imagenet100"]["metrics"]["accuracy"] == pytest.approx(0.7865)
-
-
-# ---- end to end through the CLI ---------------------------------------------------------------------
-def test_cli_fit_on_tiny_data(fit_through_cli):
-    fit_through_cli("cueco[preset=fast,small_stem=false,batch_size=16,hidden_dim=64,proj_dim=32,queue_size=64]",
-                    "cueco")

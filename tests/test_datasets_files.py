@@ -1,4 +1,4 @@
-"""The decode-once cache, the npz reader and the image-folder reader, on tiny files written here."""
+"""The decode-once cache, typed dataset options and the npz and image-folder readers, on tiny files written here."""
 
 from __future__ import annotations
 
@@ -6,15 +6,18 @@ import io
 import os
 import tarfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from clusterbench import ConfigError, DataError
-from clusterbench.datasets import _cache, _imagefolder
+from clusterbench import ConfigError, DataError, Dataset, PluginError, param
+from clusterbench.datasets import _cache, _decode
 from clusterbench.datasets.files import ImageFolderDataset, NpzDataset
+from clusterbench.datasets.synthetic import Synthetic
+from clusterbench.datasets.torchvision_sets import Cifar10
 
 
 @pytest.fixture
@@ -159,6 +162,59 @@ def test_unknown_and_bad_options():
         ImageFolderDataset(path="x", size="big").load()
     with pytest.raises(ConfigError, match=r"mode='CMYK'"):
         ImageFolderDataset(path="x", mode="CMYK").load()
+
+
+# ---- typed options ----------------------------------------------------------------------
+@pytest.mark.parametrize("options, message", [
+    ({"n": "abc"}, r"^dataset 'synthetic': bad option value: n='abc' is not an integer$"),
+    ({"noise": "loud"}, r"^dataset 'synthetic': bad option value: noise='loud' is not a number$"),
+    ({"n": 2.5}, r"^dataset 'synthetic': bad option value: n=2.5 is not an integer$"),
+    ({"size": "2"}, r"^dataset 'synthetic': bad option value: size=2 must be >= 4$"),
+    ({"channels": "2"}, r"^dataset 'synthetic': bad option value: channels='2'; choose one of 1, 3$"),
+    ({"colour": "red"}, r"^dataset 'synthetic' takes no option\(s\) \['colour'\]; it takes \['channels', "),
+])
+def test_bad_options_are_one_line_config_errors(options, message):
+    with pytest.raises(ConfigError, match=message):
+        Synthetic(**options)
+
+
+def test_options_are_typed_and_the_identity_keeps_them_as_given(tmp_path):
+    ds = Synthetic(n="12", noise="0.5")
+    assert (ds.opts.n, ds.opts.classes, ds.opts.noise) == (12, 6, 0.5)  # parsed, defaults filled in
+    assert ds.identity() == {"name": "synthetic", "options": {"n": "12", "noise": "0.5"}}  # no defaults added
+    assert Synthetic(n=12, noise=0.5).identity() == ds.identity()
+    assert Synthetic.option_names() == ("n", "classes", "size", "channels", "noise", "seed")
+    cifar = Cifar10(root=tmp_path, download="Yes", split="TEST")
+    assert cifar.opts.download is True and cifar.opts.split == "test"
+    assert cifar.identity()["options"] == {"split": "TEST"} and cifar.io_identity() == {"download": "Yes"}
+    with pytest.raises(ConfigError, match=r"^dataset 'cifar10': bad option value: download='maybe' is not true/false$"):
+        Cifar10(download="maybe")
+    assert NpzDataset(path=tmp_path / "d.npz").opts.path == str(tmp_path / "d.npz")  # a Path for a str option
+    assert ImageFolderDataset(mode="l").opts.mode == "L" and ImageFolderDataset().opts.size is None
+
+
+def test_malformed_options_class_fails_at_registration():
+    class NoDefault(Dataset):
+        name, description = "nodefault", "an option without a default"
+
+        @dataclass(frozen=True)
+        class Options:
+            size: int
+
+        def load(self):
+            raise NotImplementedError
+
+    class ListOption(NoDefault):
+        name = "listoption"
+
+        @dataclass(frozen=True)
+        class Options:
+            sizes: tuple = param((), "not a bool, int, float or str")
+
+    for cls in (NoDefault, ListOption):
+        with pytest.raises(PluginError, match=rf"dataset '{cls.name}': every field of `Options` needs a default"):
+            cls.check_class()
+    Synthetic.check_class()
 
 
 # ---- image folders --------------------------------------------------------------------------
@@ -313,7 +369,7 @@ def test_imagefolder_second_load_comes_from_the_cache(tmp_path, cache, monkeypat
     def fail(*args, **kwargs):
         raise AssertionError("decoded again instead of reading the cache")
 
-    monkeypatch.setattr(_imagefolder, "_decode_one", fail)
+    monkeypatch.setattr(_decode, "_decode_one", fail)
     for p, ref in zip((root, archive), first):
         again = ImageFolderDataset(path=str(p)).load()
         np.testing.assert_array_equal(again.x, ref.x)
@@ -331,9 +387,9 @@ def test_imagefolder_process_pool_matches_serial(tmp_path, cache, monkeypatch):
     files["train/bee/odd.png"] = png_bytes((1, 2, 3), (9, 8))
     root = write_dir(tmp_path / "p", files)
     serial = ImageFolderDataset(path=str(root), size=8).load()
-    monkeypatch.setattr(_imagefolder, "PROCESS_MIN_IMAGES", 0)
-    monkeypatch.setattr(_imagefolder, "CHUNK", 4)
-    monkeypatch.setattr(_imagefolder, "_workers", lambda: 2)
+    monkeypatch.setattr(_decode, "PROCESS_MIN_IMAGES", 0)
+    monkeypatch.setattr(_decode, "CHUNK", 4)
+    monkeypatch.setattr(_decode, "_workers", lambda: 2)
     monkeypatch.setenv("CLUSTERBENCH_CACHE", str(tmp_path / "other-cache"))
     parallel = ImageFolderDataset(path=str(root), size=8).load()
     np.testing.assert_array_equal(parallel.x, serial.x)

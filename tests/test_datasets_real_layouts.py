@@ -11,15 +11,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from torchvision.datasets import utils as tv_utils
 
 from clusterbench import ConfigError, DataError, Dataset
-from clusterbench.datasets import _imagefolder
+from clusterbench.datasets import _decode
 from clusterbench.datasets.imagenet_sets import (IMAGENET10_WNIDS, IMAGENET_DOGS_WNIDS, ImageNet10, ImageNetDogs,
                                                  TinyImageNet)
 from clusterbench.datasets.torchvision_sets import (CIFAR100_SUPERCLASSES, FINE_TO_COARSE, Cifar10,
                                                     Cifar100Superclasses, FashionMnist, Mnist, Stl10)
 
 RNG = np.random.default_rng(0)
+REAL_CHECK_MD5 = tv_utils.check_md5
+
+
+@pytest.fixture(autouse=True)
+def written_files_pass_md5(monkeypatch):
+    """The files written here are not the originals: torchvision's md5 check would reject them all
+    (``test_torchvision_md5_check_is_kept`` turns it back on)."""
+    monkeypatch.setattr(tv_utils, "check_md5", lambda *args, **kwargs: True)
 
 
 # ---- writers: the files as torchvision / the dataset authors ship them ----------------------
@@ -154,12 +163,13 @@ def test_cifar100_uses_the_20_superclasses(tmp_path):
     np.testing.assert_array_equal(data.train_mask, [True] * 4 + [False] * 2)
 
 
-def test_cifar100_inconsistent_coarse_labels_are_reported(tmp_path):
+def test_torchvision_md5_check_is_kept(tmp_path, monkeypatch):
+    monkeypatch.setattr(tv_utils, "check_md5", REAL_CHECK_MD5)
     d = write_cifar100(tmp_path)
     batch = pickle.loads((d / "train").read_bytes(), encoding="latin1")
-    batch["coarse_labels"][2] = 3  # fine 99 belongs to superclass 13
+    batch["coarse_labels"][2] = 3  # fine 99 belongs to superclass 13: a file that is not the original
     dump(d / "train", batch)
-    with pytest.raises(DataError, match=r"cifar-100-python/train: image 2 has fine label 99 and coarse label 3"):
+    with pytest.raises(DataError, match=r"cifar-100-python/train fails torchvision's md5 check; .*download=true"):
         Cifar100Superclasses(root=tmp_path).load()
 
 
@@ -175,10 +185,11 @@ def test_cifar_missing_and_broken_files(tmp_path):
     with pytest.raises(DataError, match=r"labels out of range \[0, 10\)"):
         Cifar10(root=tmp_path).load()
     (d / "data_batch_3").write_bytes(raw[: len(raw) // 2])
-    with pytest.raises(DataError, match=r"cannot read .*data_batch_3: truncated or not a CIFAR python pickle"):
+    with pytest.raises(DataError, match=r"torchvision cannot read .*cifar-10-batches-py \(UnpicklingError: pickle "
+                                        r"data was truncated\); a file is truncated"):
         Cifar10(root=tmp_path).load()
     dump(d / "data_batch_3", {"data": np.zeros((2, 100), np.uint8), "labels": [0, 1]})
-    with pytest.raises(DataError, match=r"data_batch_3: data must be uint8 of shape \(N, 3072\)"):
+    with pytest.raises(DataError, match=r"torchvision cannot read .*cifar-10-batches-py \(ValueError: .*dimensions"):
         Cifar10(root=tmp_path).load()
 
 
@@ -205,11 +216,11 @@ def test_download_fetches_missing_files_only(tmp_path, monkeypatch):
 
     calls = []
 
-    def fake_cifar100(root, train=True, download=False):
-        calls.append(root)
-        write_cifar100(Path(root))
+    def fake_download(self):  # torchvision's own download step, offline: writes the files
+        calls.append(self.root)
+        write_cifar100(Path(self.root))
 
-    monkeypatch.setattr(torchvision.datasets, "CIFAR100", fake_cifar100)
+    monkeypatch.setattr(torchvision.datasets.CIFAR100, "download", fake_download)
     assert len(Cifar100Superclasses(root=tmp_path, download="yes").load()) == 6
     assert len(Cifar100Superclasses(root=tmp_path, download=True).load()) == 6  # files there: no second fetch
     assert calls == [str(tmp_path)]
@@ -242,7 +253,7 @@ def test_stl10_broken_files(tmp_path):
     d, _ = write_stl10(tmp_path)
     raw = (d / "test_X.bin").read_bytes()
     (d / "test_X.bin").write_bytes(raw[:-100])
-    with pytest.raises(DataError, match=r"test_X\.bin: .* not a whole number of 96x96x3 images"):
+    with pytest.raises(DataError, match=r"torchvision cannot read .*stl10_binary \(ValueError: cannot reshape array"):
         Stl10(root=tmp_path).load()
     (d / "test_X.bin").write_bytes(raw)
     (d / "test_y.bin").write_bytes(bytes([1, 11]))
@@ -262,6 +273,8 @@ def test_mnist_idx_files_plain_and_gzipped(tmp_path, gz):
     np.testing.assert_array_equal(data.x[..., 0], x)
     np.testing.assert_array_equal(data.y, [3, 1, 4, 1, 5, 9, 2])
     assert data.train_mask.sum() == 4
+    assert (tmp_path / "MNIST" / "raw" / "t10k-images-idx3-ubyte").is_file()  # unpacked for torchvision
+    assert len(Mnist(root=tmp_path / "MNIST" / "raw").load()) == 7  # --data-root may be the dataset folder itself
 
 
 def test_mnist_matches_torchvision(tmp_path):
@@ -290,7 +303,7 @@ def test_mnist_broken_files(tmp_path):
     with pytest.raises(DataError, match=r"cannot read .*train-images-idx3-ubyte\.gz.*truncated"):
         Mnist(root=tmp_path).load()
     (raw / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x0d\x03" + bytes(12)))
-    with pytest.raises(DataError, match=r"not an idx file of 3-D unsigned bytes"):
+    with pytest.raises(DataError, match=r"torchvision cannot read .*MNIST/raw \(ValueError: "):
         Mnist(root=tmp_path).load()
     (raw / "train-images-idx3-ubyte.gz").unlink()
     with pytest.raises(DataError, match=r"MNIST/raw/train-images-idx3-ubyte\[\.gz\] not found"):
@@ -326,7 +339,7 @@ def test_tiny_imagenet_errors(tmp_path):
 def test_tiny_imagenet_cache_is_used(tmp_path, monkeypatch):
     write_tiny(tmp_path)
     first = TinyImageNet(root=tmp_path).load()
-    monkeypatch.setattr(_imagefolder, "_decode_one", lambda *a: (_ for _ in ()).throw(AssertionError("decoded")))
+    monkeypatch.setattr(_decode, "_decode_one", lambda *a: (_ for _ in ()).throw(AssertionError("decoded")))
     np.testing.assert_array_equal(TinyImageNet(root=tmp_path).load().x, first.x)
 
 
@@ -391,5 +404,7 @@ def test_plugins_register_every_dataset():
                 names[cls.name] = cls
     assert set(names) == {"npz", "imagefolder", "cifar10", "cifar100-20", "stl10", "mnist", "fashion-mnist",
                           "imagenet10", "imagenet-dogs", "tiny-imagenet"}
-    assert {n for n, c in names.items() if c.paper_benchmark} >= {"cifar10", "cifar100-20", "stl10"}
-    assert not names["mnist"].paper_benchmark and not names["fashion-mnist"].paper_benchmark
+    assert {n: names[n].n_classes for n in ("cifar10", "cifar100-20", "stl10", "mnist", "tiny-imagenet")} == \
+        {"cifar10": 10, "cifar100-20": 20, "stl10": 10, "mnist": 10, "tiny-imagenet": 200}
+    assert {n for n, c in names.items() if "download" in c.option_names()} == \
+        {"cifar10", "cifar100-20", "stl10", "mnist", "fashion-mnist"}

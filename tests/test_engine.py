@@ -11,12 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from clusterbench import hookimpl, param
-from clusterbench.budget import Budget
-from clusterbench.context import RunContext
-from clusterbench.settings import EngineSettings
+from clusterbench import (Budget, DeepMethod, DeepParams, EngineSettings, PluginError, RunContext, TrainingDiverged,
+                          cc_loss, hookimpl, param)
 from clusterbench.datasets.synthetic import make_synthetic
-from clusterbench import DeepMethod, TrainingDiverged
 from clusterbench.evaluate.metrics import evaluate
 
 
@@ -27,12 +24,9 @@ class Tiny(DeepMethod):
     description = "tiny test method"
 
     @dataclass(frozen=True)
-    class Params:
+    class Params(DeepParams):
         batch_size: int = param(16, "batch")
         lr: float = param(1e-3, "lr")
-        weight_decay: float = param(0.0, "wd")
-        image_size: int = param(0, "size")
-        n_clusters: int = param(0, "K")
         poison_at_step: int = param(-1, "make the loss NaN from this step on")
 
     def build_model(self, in_chans, image_size, n_clusters):
@@ -41,8 +35,6 @@ class Tiny(DeepMethod):
                              nn.Flatten(), nn.Linear(8, n_clusters))
 
     def training_loss(self, model, v1, v2):
-        from clusterbench.methods.cc import cc_loss
-
         l1, l2 = model(v1), model(v2)
         terms = cc_loss(l1, l2, l1.softmax(1), l2.softmax(1), 0.5, 1.0)
         self.steps += 1
@@ -136,7 +128,8 @@ def test_engine_failure_recorded_and_grid_goes_on(tmp_path):
     """Through the runner: a diverging method is a failed record; the next cell still runs."""
     from clusterbench.plugins import load_registry
     from clusterbench.results.store import ResultsStore
-    from clusterbench.runner import Reporter, run_grid
+    from clusterbench.progress import Reporter
+    from clusterbench.runner import run_grid
 
     class Plugin:
         @staticmethod
@@ -155,3 +148,67 @@ def test_engine_failure_recorded_and_grid_goes_on(tmp_path):
     done = json.loads(store.record_path(result.outcomes[1].run_id).read_text())
     assert set(done["protocols"]) == {"head", "kmeans", "linear"}
     assert done["cost"]["train_images_per_s"] > 0 and done["curve"]
+
+
+class Recording(Tiny):
+    """Tiny, returning a non-scalar output too, and recording what ``after_step`` receives."""
+
+    name = "recording"
+
+    def training_loss(self, model, v1, v2):
+        terms = super().training_loss(model, v1, v2)
+        return {**terms, "logits": model(v1)}
+
+    def after_step(self, model, progress, outputs):
+        self.seen.append((progress, {k: v.clone() for k, v in outputs.items()}))
+
+
+def test_after_step_receives_the_steps_outputs_and_only_scalars_reach_the_curve(tmp_path, data):
+    m = Recording(Recording.resolve_params())
+    m.seen = []
+    ctx = make_ctx(tmp_path, "steps=3", data)
+    m.fit(data, ctx)
+    assert len(m.seen) == 3
+    progress = [p for p, _ in m.seen]
+    assert progress == sorted(progress) and progress[0] == 0.0 and progress[-1] < 1.0
+    for _, outputs in m.seen:
+        assert set(outputs) == {"loss", "loss_instance", "loss_cluster", "logits"}
+        assert outputs["logits"].shape == (16, 4) and not outputs["logits"].requires_grad
+        assert torch.isclose(outputs["loss"], outputs["loss_instance"] + outputs["loss_cluster"])
+    assert not torch.equal(m.seen[0][1]["logits"], m.seen[1][1]["logits"])  # each step's own outputs
+    assert "logits" not in ctx.curve[-1] and "loss_cluster" in ctx.curve[-1]
+
+
+def test_a_deep_method_whose_params_lack_an_engine_field_fails_check_class():
+    class NoBatch(Tiny):
+        name = "nobatch"
+
+        @dataclass(frozen=True)
+        class Params:
+            lr: float = param(1e-3, "lr")
+            weight_decay: float = param(0.0, "wd")
+            image_size: int = param(0, "size")
+            n_clusters: int = param(0, "K")
+
+    Tiny.check_class()  # the well-formed one passes
+    with pytest.raises(PluginError, match=r"'nobatch'.*lacks batch_size") as info:
+        NoBatch.check_class()
+    assert "\n" not in str(info.value)
+
+
+def test_a_deep_params_subclass_keeps_its_own_defaults():
+    p = Tiny.Params()
+    assert (p.batch_size, p.lr, p.weight_decay, p.image_size, p.n_clusters) == (16, 1e-3, 0.0, 0, 0)
+    assert isinstance(p, DeepParams)
+
+
+def test_predict_uses_the_trained_model_on_its_device(tmp_path, data):
+    m = Tiny(Tiny.resolve_params())
+    with pytest.raises(RuntimeError, match="before fit"):
+        m.predict(data)
+    m.fit(data, make_ctx(tmp_path, "steps=2", data))
+    assert m.trained.device == torch.device("cpu") and m.trained.input_size == 8
+    with torch.no_grad():
+        x = torch.from_numpy(data.x).permute(0, 3, 1, 2).float() / 255
+        expected = m.trained.model.eval()(x).argmax(1).numpy()
+    np.testing.assert_array_equal(m.predict(data), expected)

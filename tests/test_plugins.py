@@ -14,7 +14,7 @@ import clusterbench.plugins as plugins
 from clusterbench import Dataset, ImageData, Method, hookimpl, param
 from clusterbench.api import ConfigError
 from clusterbench.cli import main
-from clusterbench.errors import PluginError
+from clusterbench.errors import DataError, PluginError
 from clusterbench.plugins import DISABLE_ENV, load_local_plugin, load_registry
 
 BUILTIN_METHODS = {"kmeans": "clusterbench.methods.kmeans", "kmeans-pca": "clusterbench.methods.kmeans"}
@@ -360,3 +360,88 @@ def test_imagedata_from_builtin_datasets_is_valid():
     assert data.x.dtype == np.uint8 and data.x.shape == (12, 8, 8, 3)
     with pytest.raises(ConfigError, match="takes no option"):
         reg.dataset("digits")(bogus="1")
+
+
+# ---- from ``name[key=value]`` to an instance: the registry's references -------------------------
+@pytest.mark.parametrize(
+    "text,name,options",
+    [
+        ("kmeans", "kmeans", ()),
+        (" kmeans-pca ", "kmeans-pca", ()),
+        ("cc[preset=fast]", "cc", (("preset", "fast"),)),
+        ("npz[path=a/b.npz, n = 5]", "npz", (("path", "a/b.npz"), ("n", "5"))),
+        ("x[]", "x", ()),
+        ("x[a=1,,b=]", "x", (("a", "1"), ("b", ""))),
+        ("x[path=a=b]", "x", (("path", "a=b"),)),  # only the first '=' splits
+    ],
+)
+def test_plugin_ref_parses_what_is_typed(text, name, options):
+    ref = plugins.PluginRef.parse(text)
+    assert (ref.name, ref.options) == (name, options)
+    assert plugins.PluginRef.parse(str(ref)) == ref  # str() spells it back so it parses the same
+
+
+@pytest.mark.parametrize("text,fragment", [("k means", "cannot parse 'k means'"), ("x[a]", "expected key=value"),
+                                           ("x[=1]", "expected key=value"), ("x[a=1", "cannot parse")])
+def test_plugin_ref_rejects_malformed_text(text, fragment):
+    with pytest.raises(ConfigError, match=fragment.replace("[", r"\[")):
+        plugins.PluginRef.parse(text)
+
+
+def test_one_spelling_of_a_reference():
+    assert plugins.format_ref("cc", [("preset", "fast"), ("batch_size", "8")]) == "cc[preset=fast,batch_size=8]"
+    assert plugins.format_ref("npz", {"path": "x.npz", "n": 3}) == "npz[n=3,path=x.npz]"  # a record's: sorted
+    assert plugins.format_ref("digits", {}) == "digits" and plugins.format_options(()) == ""
+    ref = plugins.PluginRef.of_record({"name": "npz", "options": {"path": "x.npz", "n": 3}, "io_options": {"a": 1}})
+    assert ref == plugins.PluginRef("npz", (("n", "3"), ("path", "x.npz"))) and str(ref) == "npz[n=3,path=x.npz]"
+
+
+def test_registry_method_refs_expand_all_and_check_names():
+    reg = quiet_registry([("p", plugin_module("p", [make_method("zeta"), make_method("alpha")]))])
+    assert [str(r) for r in reg.method_refs(["zeta[k=3]", "kmeans"])] == ["zeta[k=3]", "kmeans"]
+    assert [r.name for r in reg.method_refs(["all"])] == sorted(reg.methods)
+    with pytest.raises(ConfigError, match="unknown method 'zeat'; did you mean 'zeta'"):
+        reg.method_refs(["zeta", "zeat"])
+
+
+def test_registry_makes_methods_and_datasets_from_refs(tmp_path):
+    reg = quiet_registry([("p", plugin_module("p", [make_method("zeta")]))])
+    m = reg.make_method("zeta[k=5]")
+    assert type(m).name == "zeta" and m.params.k == 5
+    assert reg.make_method(plugins.PluginRef("zeta")).params.k == 2
+    with pytest.raises(ConfigError, match="has no parameter 'q'"):
+        reg.make_method("zeta[q=1]")
+    ds = reg.make_dataset("synthetic[n=40,classes=4,size=4]", str(tmp_path))
+    data = reg.load_data(ds)
+    assert isinstance(data, ImageData) and len(data) == 40 and ds.root == tmp_path
+
+
+def test_recorded_data_loader_checks_the_digest(tmp_path):
+    reg = quiet_registry()
+    data = reg.load_data(reg.make_dataset("synthetic[n=40,classes=4,size=4]"))
+    rec = {"dataset": {**reg.make_dataset("synthetic[n=40,classes=4,size=4]").identity(), "digest": data.digest()}}
+    load = reg.recorded_data_loader(None)
+    assert load(rec).digest() == data.digest()
+    with pytest.raises(DataError, match="has digest .* but the runs used 0123"):
+        load({"dataset": {**rec["dataset"], "digest": "0123"}})
+    with pytest.raises(DataError, match="unknown dataset 'nope'"):
+        load({"dataset": {"name": "nope", "options": {}}})
+
+
+def test_a_grid_resolves_each_method_spec_once(tmp_path, monkeypatch):
+    from clusterbench.budget import Budget
+    from clusterbench.results.store import ResultsStore
+    from clusterbench.runner import plan_grid
+    from clusterbench.settings import EngineSettings
+
+    cls = make_method("zeta")
+    calls, fitted = [], []
+    real = cls.resolve_params.__func__
+    monkeypatch.setattr(cls, "resolve_params", classmethod(lambda c, *a, **k: calls.append(a) or real(c, *a, **k)))
+    monkeypatch.setattr(cls, "fit", lambda self, data, ctx: fitted.append(self))
+    reg = quiet_registry([("p", plugin_module("p", [cls]))])
+    grid = plan_grid(reg, ["zeta[k=3]"], ["synthetic[n=30,classes=3,size=4]"])
+    result = grid.run([0, 1, 2], Budget(), ResultsStore(tmp_path / "res"), EngineSettings())
+    assert [o.status for o in result.outcomes] == ["done"] * 3
+    assert len(calls) == 1  # parsed and checked once, not once per cell
+    assert len({id(m) for m in fitted}) == 3 and {m.params.k for m in fitted} == {3}  # each cell its own instance

@@ -20,16 +20,11 @@ from clusterbench.budget import Budget
 from clusterbench.settings import EngineSettings
 from clusterbench.datasets.synthetic import Synthetic
 from clusterbench.plugins import Registry
-from clusterbench.results.store import (
-    MARKER,
-    SCHEMA_VERSION,
-    RecordError,
-    ResultsStore,
-    load_record,
-    make_run_id,
-    validate_record,
-)
-from clusterbench.runner import Spec, run_cell
+from clusterbench.cell import Cell
+from clusterbench.plugins import PluginRef, load_registry
+from clusterbench.results.schema import SCHEMA_VERSION, load_record, validate_record
+from clusterbench.results.store import MARKER, RecordError, ResultsStore, make_run_id
+from clusterbench.runner import run_cell
 
 
 # ---- helpers -----------------------------------------------------------------------------
@@ -142,12 +137,18 @@ class _ToyShallow(_Toy):
     deep = False
 
 
+DS = Synthetic(n="30", classes="3", size="4", channels="1")
+DATA = DS.load()
+
+
+def _cell(method, seed=0, budget="epochs=1", settings=None, protocols=None, ref=None):
+    return Cell.of(method, ref or PluginRef(method.name), DS, DATA.digest(), seed, Budget.parse(budget),
+                   settings or EngineSettings(device="cpu"), protocols)
+
+
 def _run(store, method_cls, seed=0, budget="epochs=1", k=3, force=False):
-    ds = Synthetic(n="30", classes="3", size="4", channels="1")
-    data = ds.load()
     method = method_cls(method_cls.resolve_params({"k": str(k)}))
-    return run_cell(Registry(), method, Spec(method_cls.name), ds, data, data.digest(), seed,
-                    Budget.parse(budget), EngineSettings(device="cpu"), store, force=force)
+    return run_cell(Registry(), _cell(method, seed, budget), DATA, store, force=force)
 
 
 def test_runner_run_ids_follow_params_seed_and_budget(store):
@@ -164,6 +165,67 @@ def test_runner_run_ids_follow_params_seed_and_budget(store):
     rec = load_record(store.record_path(base.run_id))
     assert rec["status"] == "done" and rec["run_id"] == base.run_id
     assert rec["budget"] == {"epochs": 1.0}
+
+
+# ---- the cell: one identity ---------------------------------------------------------------
+# run ids computed by the runner before the Cell refactor: finished runs of these configurations
+# must still be found (a changed id would silently rerun every cell of an existing results directory)
+PINNED = {
+    "toy": "toy-deep--synthetic--s0--19e007f91ab4",
+    "toy-gpu": "toy-deep--synthetic--s1--fd46a85cb9b1",
+    "shallow": "toy-shallow--synthetic--s0--4912f7021be9",
+    "kmeans": "kmeans--synthetic--s0--0a099aa65b9b",
+}
+GPU = EngineSettings(device="cuda", precision="bf16", compile=True)
+
+
+def test_cell_run_ids_are_the_ones_recorded_before():
+    kmeans = load_registry().make_method("kmeans[nredo=1]")
+    cells = {
+        "toy": _cell(_Toy()),
+        "toy-gpu": _cell(_Toy(_Toy.resolve_params({"k": "4"})), seed=1, budget="steps=10,minutes=2", settings=GPU,
+                         ref=PluginRef.parse("toy-deep[k=4]")),
+        "shallow": _cell(_ToyShallow()),
+        "kmeans": _cell(kmeans, ref=PluginRef.parse("kmeans[nredo=1]")),
+    }
+    assert {k: c.run_id for k, c in cells.items()} == PINNED
+    assert cells["toy"].run_id == make_run_id(cells["toy"].identity())
+
+
+def test_cell_identity_is_what_determines_the_result():
+    cell = _cell(_Toy(), settings=GPU)
+    assert cell.identity() == {
+        "schema": SCHEMA_VERSION, "method": "toy-deep", "method_version": "1", "params": {"k": 3},
+        "dataset": {"name": "synthetic", "options": DS.identity()["options"]}, "dataset_digest": DATA.digest(),
+        "seed": 0, "budget": {"epochs": 1.0}, "protocols": ["head"], "engine": {"precision": "bf16", "compile": True},
+    }
+    # the device is recorded, not hashed; a shallow method ignores budget and engine
+    assert _cell(_Toy(), settings=EngineSettings(device="cuda:1", precision="bf16", compile=True)).run_id == cell.run_id
+    assert _cell(_Toy(), settings=EngineSettings(device="cpu", precision="bf16")).run_id != cell.run_id
+    shallow = _cell(_ToyShallow(), budget="epochs=1", settings=GPU)
+    assert shallow.identity()["budget"] == {} and shallow.identity()["engine"] == {}
+    assert _cell(_ToyShallow(), budget="steps=5").run_id == shallow.run_id
+
+
+def test_cell_record_header_repeats_the_identity():
+    cell = _cell(_Toy(), settings=GPU, ref=PluginRef.parse("toy-deep[k=3]"))
+    head = cell.record_header(DATA, "test-provider")
+    assert head["run_id"] == cell.run_id and head["schema_version"] == SCHEMA_VERSION
+    assert head["method_spec"] == "toy-deep[k=3]" and head["method_provider"] == "test-provider"
+    assert head["params"] == cell.identity()["params"] and head["budget"] == {"epochs": 1.0}
+    assert head["protocols_requested"] == ["head"]
+    assert head["dataset"]["digest"] == DATA.digest() and head["dataset"]["n"] == 30
+    assert head["engine"]["device"] == "cuda" and head["engine"]["compile"] is True
+    assert _cell(_ToyShallow(), settings=GPU).record_header(DATA, "?")["engine"] == {"device": "cpu"}
+
+
+def test_unsupported_protocols_are_warned_about_not_silently_replaced():
+    with pytest.warns(UserWarning, match=r"does not support protocol\(s\) kmeans.*running its 'head' protocol"):
+        assert _cell(_Toy(), protocols=["kmeans"]).protocols == ("head",)
+    with pytest.warns(UserWarning, match=r"does not support protocol\(s\) linear \(it supports head\)$"):
+        assert _cell(_Toy(), protocols=["head", "linear"]).protocols == ("head",)
+    with pytest.raises(ConfigError, match="unknown protocol 'bogus'"):
+        _cell(_Toy(), protocols=["bogus"])
 
 
 # ---- atomic writes, kept-aside records -----------------------------------------------------
@@ -405,15 +467,11 @@ def test_lock_is_exclusive_within_a_process_and_released(store):
 
 def test_busy_cell_is_skipped_by_the_runner(store):
     pytest.importorskip("fcntl")
-    ds = Synthetic(n="30", classes="3", size="4", channels="1")
-    data = ds.load()
-    method = _Toy()
     probe = _run(store, _Toy)  # learn the run id, then forget the record
     store.record_path(probe.run_id).unlink()
     with store.lock(probe.run_id) as got:
         assert got
-        out = run_cell(Registry(), method, Spec("toy-deep"), ds, data, data.digest(), 0,
-                       Budget.parse("epochs=1"), EngineSettings(device="cpu"), store)
+        out = run_cell(Registry(), _cell(_Toy()), DATA, store)
     assert out.run_id == probe.run_id
     assert out.status == "busy"
     assert not store.record_path(probe.run_id).exists()

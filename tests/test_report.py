@@ -335,3 +335,122 @@ def test_one_seed_shows_a_bare_mean_not_a_zero_spread(tmp_path, capsys):
     assert main(["report", "--results", str(results)]) == 0
     row = table_rows(capsys.readouterr().out, "digits")[0]
     assert row["Seeds"] == "1" and "±" not in row["ACC"] and float(row["ACC"].strip("*")) > 0.5
+
+
+# ---- aggregate once, render many ------------------------------------------------------------------
+def count_aggregations(monkeypatch) -> list[int]:
+    """Count calls of the one aggregation every report goes through."""
+    import clusterbench.report.leaderboard as lb
+
+    calls: list[int] = []
+    real = lb.aggregate
+
+    def counted(df):
+        calls.append(len(df))
+        return real(df)
+
+    monkeypatch.setattr(lb, "aggregate", counted)
+    return calls
+
+
+def test_output_dir_aggregates_once(store, tmp_path, monkeypatch, capsys):
+    _, plugin, results = store
+    calls = count_aggregations(monkeypatch)
+    with pytest.warns(UserWarning, match="Roe 2098"):
+        assert main(["--plugin", str(plugin), "report", "--results", str(results), "--paper", "--figure-methods",
+                     "1", "--output-dir", str(tmp_path / "site")]) == 0
+    capsys.readouterr()
+    assert len(calls) == 1, f"{len(calls)} aggregations for one report (markdown, latex, csv, html, figures)"
+
+
+def test_one_leaderboard_feeds_every_format_and_the_figures(store, monkeypatch):
+    from clusterbench.report.figures import build_figures
+    from clusterbench.report.leaderboard import build_leaderboard
+    from clusterbench.report.render import FORMATS, render
+    from clusterbench.results.store import ResultsStore
+
+    _, _, results = store
+    rs = ResultsStore(results, create=False)
+    records = list(rs.iter_records())
+    calls = count_aggregations(monkeypatch)
+    board = build_leaderboard(records, reported=[])
+    figures = build_figures(board, rs.load_labels, None)
+    texts = {fmt: render(board, fmt, figures=figures) for fmt in FORMATS}
+    assert len(calls) == 1
+    assert [t.dataset for t in board.tables] == ["synthetic"] and len(board.failed) == 2
+    assert {f.dataset for f in figures} == {"synthetic"} and "(no dataset loader)" in figures[0].notes[0]
+    # the same text as building the leaderboard inside render, format by format
+    for fmt in ("markdown", "latex", "csv"):
+        assert texts[fmt] == render(records, fmt, reported=[]), fmt
+    with pytest.raises(TypeError, match="build_leaderboard"):
+        render(board, "markdown", reported=[])
+
+
+# ---- plots get labels only through the store ------------------------------------------------------
+def test_figures_read_labels_only_through_the_store(npz_store):
+    from clusterbench.errors import RecordError
+    from clusterbench.report.figures import build_figures
+    from clusterbench.report.leaderboard import build_leaderboard
+    from clusterbench.results.store import ResultsStore
+
+    tmp_path, results = npz_store
+    rs = ResultsStore(results, create=False)
+    (rec,) = rs.iter_records()
+    data = np.load(tmp_path / "data.npz")
+    loader = type("Data", (), {"x": data["x"], "y": data["y"], "n_classes": 3, "class_names": (),
+                               "__len__": lambda self: 30})
+    asked = []
+
+    def labels(r, n):
+        asked.append((r["run_id"], n))
+        return rs.load_labels(r, n)
+
+    board = build_leaderboard([rec])
+    (figs,) = build_figures(board, labels, lambda r: loader())
+    assert asked == [(rec["run_id"], 30)] and any(f.key.startswith("npz-confusion") for f in figs.figures)
+    # valid .npy, other labels: the store's sha256 check is what skips the figures, with its reason
+    np.save(rs.run_dir(rec["run_id"]) / "labels.npy", np.zeros(30, dtype=np.int64))
+    with pytest.raises(RecordError) as why:
+        rs.load_labels(rec, 30)
+    (figs,) = build_figures(board, labels, lambda r: loader())
+    assert not any("confusion" in f.key or "samples" in f.key for f in figs.figures)
+    assert figs.notes == [f"kmeans[nredo=1] on npz: confusion matrix and sample grid skipped: {why.value}"]
+    assert "is not the labels this record was written with" in str(why.value)
+
+
+def test_no_label_reading_outside_the_store():
+    import clusterbench.report as report
+
+    for path in Path(report.__file__).parent.glob("*.py"):
+        text = path.read_text()
+        for needle in ("hashlib", "np.load", "read_bytes", "linear_sum_assignment"):
+            assert needle not in text, f"{path.name} uses {needle}: labels come from the store, matching from metrics"
+
+
+def test_match_clusters_is_the_metrics_matching():
+    from clusterbench.evaluate.metrics import cluster_acc
+    from clusterbench.report.plots import match_clusters
+
+    rng = np.random.default_rng(0)
+    for n_classes, n_clusters in ((3, 3), (5, 3), (3, 6), (6, 6)):
+        y = rng.integers(0, n_classes, 50)
+        y[: n_classes - 1] = np.arange(n_classes - 1)  # the last class may be empty: still a row
+        pred = np.where(rng.random(50) < 0.7, (y * 3 + 1) % n_clusters, rng.integers(0, n_clusters, 50)) * 10
+        m = match_clusters(y, pred, n_classes)
+        assert m.acc == pytest.approx(cluster_acc(y, pred))
+        assert m.counts.shape == (n_classes, len(np.unique(pred))) and m.counts.sum() == 50
+        assert sum(m.counts[t, j] for j, c in enumerate(m.order) for t in [m.match.get(c)] if t is not None) \
+            == round(m.acc * 50)
+        assert sorted(m.order) == sorted(int(c) for c in np.unique(pred))
+
+
+# ---- one formatter of each kind ----------------------------------------------------------------------
+def test_formatters():
+    from clusterbench.report import fmt
+
+    assert fmt.mean_std(0.81234, 0.0041) == "0.812 ± 0.004" and fmt.mean_std(0.5, float("nan")) == "0.500"
+    assert fmt.mean_std(None, None) == "–" == fmt.cost(float("nan"))
+    assert fmt.cost(12345.6) == "12,346" and fmt.cost(4.25) == "4.2"
+    assert [fmt.human(v) for v in (1234, 45678, 7.1e8, 2e9)] == ["1,234", "45.7k", "710.0M", "2.0G"]
+    assert fmt.safe_name("curvy[speed=500,quality=0.6]") == "curvy_speed_500_quality_0.6_"
+    assert fmt.budget_text({"seconds": 60, "epochs": 4}) == "epochs=4,seconds=60" and fmt.budget_text({}) == "-"

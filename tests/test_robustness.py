@@ -10,9 +10,7 @@
 
 The methods come from a local plugin file (``--plugin``): ``sleepy`` (sleeps, or hangs on
 one seed, so a kill lands deterministically), failing methods, and ``tinydeep``, a tiny
-:class:`~clusterbench.train.engine.DeepMethod` trained by the real engine.  Until
-``clusterbench.train.augment`` provides ``GPUAugment`` (another issue), the plugin file gives the
-engine a minimal stand-in augmentation, inside the subprocess only.
+:class:`~clusterbench.DeepMethod` trained by the real engine.
 """
 
 from __future__ import annotations
@@ -23,14 +21,14 @@ import signal
 import subprocess
 import sys
 import time
-from importlib.metadata import entry_points
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from clusterbench.cli import main
-from clusterbench.results.store import load_record
+from clusterbench.results.schema import load_record
+from helpers import error_lines, subprocess_env
 
 PLUGIN = r'''
 from __future__ import annotations
@@ -40,8 +38,9 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from torch import nn
 
-from clusterbench import Method, hookimpl, param
+from clusterbench import DeepMethod, Method, hookimpl, param
 
 
 def _log(event, seed):
@@ -110,83 +109,44 @@ class NanFeatures(Sleepy):
         return f
 
 
-import clusterbench.train.augment as _augment
+class TinyDeep(DeepMethod):
+    name = "tinydeep"
+    description = "test: a tiny deep method trained by the engine"
 
-METHODS = [Sleepy, Boom, Oom, NanFeatures]
+    @dataclass(frozen=True)
+    class Params:
+        batch_size: int = param(16, "batch")
+        lr: float = param(1e-2, "lr")
+        weight_decay: float = param(0.0, "wd")
+        image_size: int = param(0, "size")
+        n_clusters: int = param(0, "K")
+        poison_at_step: int = param(-1, "the loss is NaN from this step on")
 
-if not hasattr(_augment, "GPUAugment") and os.environ.get("CB_TEST_SHIM"):
-    # a stand-in until the real GPU augmentation lands; only in the test's subprocesses
-    from dataclasses import dataclass as _dc
+    def build_model(self, in_chans, image_size, n_clusters):
+        self.steps = 0
+        return nn.Sequential(nn.Flatten(), nn.Linear(in_chans * image_size * image_size, 16), nn.ReLU(),
+                             nn.Linear(16, n_clusters))
 
-    import torch as _torch
+    def training_loss(self, model, v1, v2):
+        p1, p2 = model(v1).softmax(1), model(v2).softmax(1)
+        mean = p1.mean(0)
+        loss = ((p1 - p2) ** 2).sum(1).mean() + (mean * mean.clamp_min(1e-8).log()).sum()
+        self.steps += 1
+        if 0 <= self.params.poison_at_step <= self.steps:
+            loss = loss * float("nan")
+        return {"loss": loss}
 
-    @_dc(frozen=True)
-    class AugmentSpec:
-        mean: tuple | None = None
-        std: tuple | None = None
+    def after_step(self, model, progress, outputs):
+        time.sleep(float(os.environ.get("CB_TEST_STEP_SLEEP", "0")))
 
-    def _float(x):
-        return x.permute(0, 3, 1, 2).float() / 255.0
+    def cluster_logits(self, model, x):
+        return model(x)
 
-    class GPUAugment(_torch.nn.Module):
-        def __init__(self, spec, out_size):
-            super().__init__()
+    def embed(self, model, x):
+        return model[:3](x)
 
-        def forward(self, x, generator=None):
-            v = _float(x)
-            return v + 0.05 * _torch.rand(v.shape, generator=generator, device=v.device)
 
-    def two_views(aug, x, generator=None):
-        return aug(x, generator), aug(x, generator)
-
-    def eval_transform(x, size, mean=None, std=None):
-        return _float(x)
-
-    _augment.AugmentSpec, _augment.GPUAugment = AugmentSpec, GPUAugment
-    _augment.two_views, _augment.eval_transform = two_views, eval_transform
-
-if hasattr(_augment, "GPUAugment"):
-    from torch import nn
-
-    from clusterbench.train.engine import DeepMethod
-
-    class TinyDeep(DeepMethod):
-        name = "tinydeep"
-        description = "test: a tiny deep method trained by the engine"
-
-        @dataclass(frozen=True)
-        class Params:
-            batch_size: int = param(16, "batch")
-            lr: float = param(1e-2, "lr")
-            weight_decay: float = param(0.0, "wd")
-            image_size: int = param(0, "size")
-            n_clusters: int = param(0, "K")
-            poison_at_step: int = param(-1, "the loss is NaN from this step on")
-
-        def build_model(self, in_chans, image_size, n_clusters):
-            self.steps = 0
-            return nn.Sequential(nn.Flatten(), nn.Linear(in_chans * image_size * image_size, 16), nn.ReLU(),
-                                 nn.Linear(16, n_clusters))
-
-        def training_loss(self, model, v1, v2):
-            p1, p2 = model(v1).softmax(1), model(v2).softmax(1)
-            mean = p1.mean(0)
-            loss = ((p1 - p2) ** 2).sum(1).mean() + (mean * mean.clamp_min(1e-8).log()).sum()
-            self.steps += 1
-            if 0 <= self.params.poison_at_step <= self.steps:
-                loss = loss * float("nan")
-            return {"loss": loss}
-
-        def after_step(self, model, progress):
-            time.sleep(float(os.environ.get("CB_TEST_STEP_SLEEP", "0")))
-
-        def cluster_logits(self, model, x):
-            return model(x)
-
-        def embed(self, model, x):
-            return model[:3](x)
-
-    METHODS.append(TinyDeep)
+METHODS = [Sleepy, Boom, Oom, NanFeatures, TinyDeep]
 
 
 @hookimpl
@@ -209,12 +169,7 @@ pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 
 def child_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CB_TEST_")}
-    env.update(OMP_NUM_THREADS="1", CB_TEST_LOG=str(tmp_path / "events.log"), CB_TEST_SHIM="1", **extra)
-    # only the plugins used here: the others would import their dependencies for nothing
-    env["CLUSTERBENCH_DISABLE_PLUGINS"] = ",".join(
-        ep.name for ep in entry_points(group="clusterbench") if ep.name not in ("kmeans", "synthetic", "files"))
-    return env
+    return subprocess_env(("kmeans", "synthetic", "files"), CB_TEST_LOG=str(tmp_path / "events.log"), **extra)
 
 
 def cli(plugin: Path, results: Path, *args: str) -> list[str]:
@@ -464,8 +419,8 @@ def test_corrupt_input_is_one_clear_error(tmp_path, monkeypatch, capsys, make, m
                "--device", "cpu", "--quiet"])
     captured = capsys.readouterr()
     assert rc == 2
-    lines = [ln for ln in captured.err.splitlines() if ln.startswith("clusterbench: error:")]
-    assert len(lines) == 1, captured.err
+    lines = error_lines(captured.err)
+    assert len(lines) == 1 and lines[0].startswith("clusterbench: error:"), captured.err
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
     assert "Traceback" not in captured.err

@@ -24,9 +24,11 @@ from clusterbench.cli import main
 from clusterbench.settings import EngineSettings
 from clusterbench.datasets.synthetic import Synthetic
 from clusterbench.datasets.torchvision_sets import Cifar10
-from clusterbench.plugins import Registry
-from clusterbench.results.store import SCHEMA_VERSION, ResultsStore, load_record
-from clusterbench.runner import Spec, run_cell
+from clusterbench.cell import Cell
+from clusterbench.plugins import PluginRef, Registry
+from clusterbench.results.schema import SCHEMA_VERSION, load_record
+from clusterbench.results.store import ResultsStore
+from clusterbench.runner import run_cell
 
 DATA = "synthetic[n=30,classes=3,size=4]"
 TEMP_NAMES = (".checkpoint.pt.k1ll3d.tmp", ".record.json.abc123.tmp", ".labels.npy.x_y.tmp")
@@ -153,8 +155,9 @@ def test_resumed_run_starts_without_stale_temp_files(tmp_path):
     data = ds.load()
 
     def cell():
-        return run_cell(Registry(), _Resumable(), Spec("resumable"), ds, data, data.digest(), 0,
-                        Budget.parse("epochs=1"), EngineSettings(device="cpu"), store)
+        c = Cell.of(_Resumable(), PluginRef("resumable"), ds, data.digest(), 0, Budget.parse("epochs=1"),
+                    EngineSettings(device="cpu"))
+        return run_cell(Registry(), c, data, store)
 
     rid = cell().run_id
     d = store.run_dir(rid)
@@ -185,7 +188,10 @@ def test_download_option_is_not_part_of_the_run_id(tmp_path):
     assert Cifar10(root=tmp_path, split="train").identity() != Cifar10(root=tmp_path).identity()
 
 
-def test_asking_to_download_data_already_there_is_the_same_cell(tmp_path, capsys):
+def test_asking_to_download_data_already_there_is_the_same_cell(tmp_path, capsys, monkeypatch):
+    import torchvision.datasets.utils as tv_utils
+
+    monkeypatch.setattr(tv_utils, "check_md5", lambda *args, **kwargs: True)  # the files written are not the originals
     write_cifar10(tmp_path / "data")  # complete: download=true fetches nothing
     results = tmp_path / "res"
     common = ["--data-root", str(tmp_path / "data")]

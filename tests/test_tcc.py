@@ -261,8 +261,3 @@ def test_reported_results_hook():
     for r in rows:
         assert r["method"] == "tcc" and r["protocol"] == "head" and "Never Cluster Alone" in r["citation"]
         assert r["metrics"] and all(0.0 < v <= 1.0 for v in r["metrics"].values())
-
-
-# ---- end to end through the CLI ---------------------------------------------------------------------
-def test_cli_fit_on_tiny_data(fit_through_cli):
-    fit_through_cli("tcc[preset=fast,batch_size=32,feature_dim=16]", "tcc")

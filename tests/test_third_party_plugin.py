@@ -11,11 +11,11 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
-from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
+
+from helpers import subprocess_env
 
 PYPROJECT = """\
 [build-system]
@@ -72,10 +72,7 @@ def clusterbench_methods():
 
 
 def _env(site: Path | None) -> dict[str, str]:
-    env = dict(os.environ)
-    # only the plugins these tests use: the others (deep methods) would import torch/timm for nothing
-    env["CLUSTERBENCH_DISABLE_PLUGINS"] = ",".join(
-        ep.name for ep in entry_points(group="clusterbench") if ep.name not in ("kmeans", "digits", "synthetic"))
+    env = subprocess_env()
     if site is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(site)] + [p for p in [env.get("PYTHONPATH")] if p])
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"

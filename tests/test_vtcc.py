@@ -1,4 +1,4 @@
-"""VTCC: the conv-stem ViT (token grids, fused attention, fixed positions), CC's losses by hand, a CLI fit."""
+"""VTCC: the conv-stem ViT (token grids, fused attention, fixed positions), CC's losses by hand."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clusterbench import ConfigError
+from clusterbench.train.deep import augment_policy
 from clusterbench.methods.vtcc import (
     VTCC,
     ConvStem,
@@ -195,15 +196,14 @@ def test_training_loss_is_ccs_objective_computed_by_hand():
 
 
 def test_cluster_loss_entropy_term_prevents_collapse():
-    from clusterbench.train.losses import nt_xent
-    from clusterbench.methods.cc import cluster_contrastive_loss
+    from clusterbench import cc_cluster_loss, nt_xent
 
     k = 4
     collapsed = torch.zeros(8, k)
     collapsed[:, 1] = 1.0
     uniform = torch.full((8, k), 1.0 / k)
     for c, expected in ((collapsed, 2 * math.log(k)), (uniform, 0.0)):
-        entropy_part = cluster_contrastive_loss(c, c, 1.0) - nt_xent(c.t(), c.t(), 1.0)
+        entropy_part = cc_cluster_loss(c, c, 1.0) - nt_xent(c.t(), c.t(), 1.0)
         assert entropy_part.item() == pytest.approx(expected, abs=1e-5)
         assert naive_neg_entropy(c) * 2 == pytest.approx(expected, abs=1e-9)
 
@@ -246,7 +246,7 @@ def test_defaults_are_the_official_ones():
     assert enc.blocks[0].attn.num_heads == 12 and enc.blocks[0].mlp.fc1.out_features == 1536
     assert enc.norm.eps == 1e-6 and enc.blocks[0].attn.qkv.bias is not None
     assert net.cluster_projector[0].out_features == 1536
-    spec = m.augmentation(None)
+    spec = augment_policy(m, None)
     assert spec.crop_scale == (0.08, 1.0) and (spec.brightness, spec.contrast, spec.saturation, spec.hue) == \
         (0.4, 0.4, 0.2, 0.1)
     assert (spec.jitter_p, spec.grayscale_p, spec.blur_p, spec.solarize_p) == (0.8, 0.2, 1.0, 0.1)
@@ -263,23 +263,25 @@ def test_fast_preset_is_a_small_vit_at_the_datasets_size():
     assert VTCC.resolve_params(preset="paper") == VTCC.Params()
 
 
-def test_reported_results_hook_rows_are_well_formed():
-    from clusterbench.methods.vtcc import clusterbench_methods, clusterbench_reported_results
-
-    from clusterbench.methods.vtcc import CITATION, REPORTED
+def test_reported_results_hook_quotes_nothing_and_says_why():
+    from clusterbench.methods.vtcc import CITATION, REPORTED, clusterbench_methods, clusterbench_reported_results
 
     assert clusterbench_methods() == [VTCC]
-    rows = clusterbench_reported_results()
-    assert [r["dataset"] for r in rows] == list(REPORTED)
-    for row in rows:
-        assert row["method"] == "vtcc" and row["protocol"] == "head" and "2206.12925" in row["citation"]
-        assert set(row["metrics"]) <= {"acc", "nmi", "ari"}
-        assert all(0.0 <= v <= 1.0 for v in row["metrics"].values())
-    assert "2206.12925" in CITATION
-    if not REPORTED:  # the paper's tables were not retrievable: nothing is quoted, and the citation says so
-        assert "not retrieved" in CITATION
+    # the paper's tables were not retrievable: nothing is quoted, and the citation says so
+    assert REPORTED == {} and clusterbench_reported_results() == []
+    assert "2206.12925" in CITATION and "not retrieved" in CITATION
 
 
-# ---- end to end through the CLI ---------------------------------------------------------------------
-def test_cli_fit_on_tiny_data(fit_through_cli):
-    fit_through_cli("vtcc[preset=fast,batch_size=32,depth=1,embed_dim=32,num_heads=2,feature_dim=16]", "vtcc")
+def test_the_input_normalisation_is_the_class_attribute_and_a_policy_may_not_contradict_it():
+    from clusterbench import AugmentSpec, PluginError
+
+    m = tiny()
+    assert (VTCC.input_mean, VTCC.input_std) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    assert m.augmentation(None).mean is None  # the policy leaves it to the class
+
+    class Contradicting(VTCC):
+        def augmentation(self, data):
+            return AugmentSpec(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+
+    with pytest.raises(PluginError, match="input_mean/input_std"):
+        augment_policy(Contradicting(m.params), None)

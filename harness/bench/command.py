@@ -7,15 +7,17 @@ import platform
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 from tabulate import tabulate
 
-from clusterbench.bench.steps import (bench_inference, bench_kmeans, bench_metrics, bench_step, kmeans_table,
-                                      synthetic_features, trained_features)
+from clusterbench.bench.kmeans_bench import (bench_kmeans, bench_metrics, kmeans_table, synthetic_features,
+                                             trained_features)
+from clusterbench.bench.steps import bench_inference, bench_step
 from clusterbench.plugins import Registry
 from clusterbench.results.envinfo import environment
 from clusterbench.results.io import atomic_write_json
-from clusterbench.runner import Spec, expand_methods, instantiate_dataset, instantiate_method, load_dataset
+from clusterbench.plugins import PluginRef
 from clusterbench.settings import EngineSettings
 
 
@@ -26,25 +28,25 @@ def _fmt(v: float | None, spec: str = ",.0f", suffix: str = "") -> str:
 def run_bench(args: argparse.Namespace, reg: Registry, settings: EngineSettings) -> int:
     """``clusterbench bench``: time every method's step, print the tables, write the JSON."""
     device = settings.device
-    data = load_dataset(instantiate_dataset(reg, Spec.parse(args.dataset), args.data_root))
-    x = data.x[: args.max_images]
+    data = reg.load_data(reg.make_dataset(PluginRef.parse(args.dataset), args.data_root))
+    images = data.subset(np.arange(min(len(data), args.max_images))).without_labels()
     rows, out = [], {"env": environment(device), "settings": settings.__dict__, "dataset": args.dataset, "steps": []}
     deep, compile_rows = [], []
-    for mspec in expand_methods(reg, args.methods):
+    for mspec in reg.method_refs(args.methods):
         for size in args.image_sizes:
             for bs in args.batch_sizes:
-                spec = Spec(mspec.name, mspec.options + (("batch_size", str(bs)), ("image_size", str(size))))
-                method = instantiate_method(reg, spec)
+                spec = PluginRef(mspec.name, mspec.options + (("batch_size", str(bs)), ("image_size", str(size))))
+                method = reg.make_method(spec)
                 if not method.deep:
                     continue
                 deep.append(method)
-                r = bench_step(method, x, data.n_classes, settings, steps=args.steps, warmup=args.warmup,
+                r = bench_step(method, images, settings, steps=args.steps, warmup=args.warmup,
                                pil_workers=args.workers, pil_steps=0 if args.no_pil else None,
                                profile=args.profile)
                 ips = None
                 if args.inference:
                     model = method.build_model(data.channels, size, data.n_classes).to(device)
-                    ips = bench_inference(method, model, x, settings)
+                    ips = bench_inference(method, model, images, settings)
                 rows.append([str(mspec), size, bs, _fmt(r.model_only_eager), _fmt(r.model_only),
                              _fmt(r.harness_eager), _fmt(r.harness), _fmt(r.pil), _fmt(r.pil_tf32),
                              _fmt(r.pil_same_precision), f"{r.efficiency:.2f}", _fmt(r.speedup, ".1f", "x"),

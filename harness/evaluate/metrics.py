@@ -27,7 +27,11 @@ def contingency(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
 
 
 def hungarian_match(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The matching that maximises agreement: (contingency, matched rows, matched cols)."""
+    """The matching that maximises agreement: (contingency, matched rows, matched cols).
+
+    Rows index ``np.unique(y_pred)``, columns ``np.unique(y_true)``.  The one Hungarian
+    matching of the harness: ACC here and the confusion figures of the report both use it.
+    """
     m = contingency(y_true, y_pred)
     rows, cols = linear_sum_assignment(m, maximize=True)
     return m, rows, cols

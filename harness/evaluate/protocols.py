@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -24,13 +25,22 @@ PROTOCOLS = ("head", "kmeans", "linear")
 
 
 def check_protocols(method: type[Method], requested: list[str] | None) -> list[str]:
-    """The protocols to run for a method: its own list, or the requested subset of it."""
+    """The protocols to run for a method: its own list, or the requested subset of it.
+
+    A requested protocol the method does not support is skipped with a warning; if none is
+    supported, the method's first protocol runs instead (so every cell is scored), also warned.
+    """
     if not requested:
         return list(method.protocols)
     for p in requested:
         if p not in PROTOCOLS:
             raise ConfigError(f"unknown protocol {p!r}; protocols: {', '.join(PROTOCOLS)}")
     chosen = [p for p in requested if p in method.protocols]
+    dropped = [p for p in requested if p not in method.protocols]
+    if dropped:
+        instead = "" if chosen else f"; running its {method.protocols[0]!r} protocol instead"
+        warnings.warn(f"method {method.name!r} does not support protocol(s) {', '.join(dropped)} (it supports "
+                      f"{', '.join(method.protocols)}){instead}", UserWarning, stacklevel=2)
     return chosen or list(method.protocols[:1])
 
 

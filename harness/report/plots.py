@@ -12,43 +12,26 @@ backend switch, no display needed.
 - :func:`sample_grid` -- a row of random images per predicted cluster, framed green when
   the image's class is the class the cluster was matched to, red otherwise.
 
-:func:`dataset_figures` puts these together for one dataset of a results store; the
-confusion matrix and the sample grid need the images and labels, which records do not
-hold: the dataset is reloaded through the plugin registry and must have the digest the
-runs recorded, or those two figures are skipped with a note.
+:mod:`clusterbench.report.figures` decides which of these a report gets and feeds them
+from the leaderboard and the results store.  Matching clusters to classes is
+:func:`clusterbench.evaluate.metrics.hungarian_match`, the same matching ACC is scored with.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from clusterbench.evaluate.metrics import hungarian_match
+from clusterbench.report.fmt import human
+
 DPI = 110
 GREEN = np.array([40, 160, 60], dtype=np.uint8)
 RED = np.array([215, 40, 40], dtype=np.uint8)
-
-
-@dataclass
-class FigureOut:
-    """One rendered figure: a file-safe key, a title, a caption and the PNG bytes."""
-
-    key: str
-    title: str
-    caption: str
-    png: bytes
-
-
-@dataclass
-class DatasetFigures:
-    dataset: str
-    figures: list[FigureOut] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
 
 
 # ---- matplotlib plumbing ---------------------------------------------------------------
@@ -78,10 +61,6 @@ def _wrap(text: str, width: int = 60) -> str:
     import textwrap
 
     return "\n".join(textwrap.wrap(text, width)) or text
-
-
-def _safe(s: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in s)
 
 
 # ---- learning curves -----------------------------------------------------------------------
@@ -161,7 +140,7 @@ def throughput_bars(rows: Sequence[tuple[str, float | None, float | None, float 
         if log:
             ax.set_xscale("log")
         for y, v, err in zip(ys, vals, errs):
-            ax.text(v + err if v > 0 else (pos.min() if log else 0), y, f"  {_human(v)}" if v > 0 else "  n/a",
+            ax.text(v + err if v > 0 else (pos.min() if log else 0), y, f"  {human(v)}" if v > 0 else "  n/a",
                     va="center", fontsize=8)
         ax.set_xlabel(name)
         if len(pos):
@@ -173,14 +152,6 @@ def throughput_bars(rows: Sequence[tuple[str, float | None, float | None, float 
     if title:
         fig.suptitle(title, fontsize=11)
     return to_png(fig)
-
-
-def _human(v: float) -> str:
-    """1234 -> 1,234; 45678 -> 45.7k; 7.1e8 -> 710.8M."""
-    for div, unit in ((1e9, "G"), (1e6, "M"), (1e4, "k")):
-        if v >= div:
-            return f"{v / (1e3 if unit == 'k' else div):,.1f}{unit}"
-    return f"{v:,.0f}"
 
 
 def _num(v: Any) -> bool:
@@ -199,23 +170,20 @@ class Matching:
 
 
 def match_clusters(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> Matching:
-    from scipy.optimize import linear_sum_assignment
-
+    """The Hungarian matching of :mod:`clusterbench.evaluate.metrics`, laid out for display:
+    every class a row (0..n_classes-1, empty ones too), clusters in matched-class order."""
     y_true = np.asarray(y_true, dtype=np.int64)
     y_pred = np.asarray(y_pred, dtype=np.int64)
-    k = max(int(n_classes), int(y_true.max()) + 1)
-    clusters = np.unique(y_pred)
-    inv = np.searchsorted(clusters, y_pred)
-    m = np.zeros((k, len(clusters)), dtype=np.int64)
-    np.add.at(m, (y_true, inv), 1)
-    rows, cols = linear_sum_assignment(m, maximize=True)
-    match = {int(clusters[c]): int(t) for t, c in zip(rows, cols)}
-    matched = [int(clusters[c]) for _, c in sorted(zip(rows, cols))]
+    m, rows, cols = hungarian_match(y_true, y_pred)  # m: (cluster, class) over the ids present
+    clusters, classes = np.unique(y_pred), np.unique(y_true)
+    counts = np.zeros((max(int(n_classes), int(classes[-1]) + 1), len(clusters)), dtype=np.int64)
+    counts[classes] = m.T
+    match = {int(clusters[r]): int(classes[c]) for r, c in zip(rows, cols)}
+    matched = sorted(match, key=match.__getitem__)
     rest = sorted((int(c) for c in clusters if int(c) not in match), key=lambda c: -int((y_pred == c).sum()))
     order = matched + rest
     col_of = {int(c): i for i, c in enumerate(clusters)}
-    counts = m[:, [col_of[c] for c in order]]
-    return Matching(counts, order, match, float(m[rows, cols].sum() / len(y_true)))
+    return Matching(counts[:, [col_of[c] for c in order]], order, match, float(m[rows, cols].sum() / len(y_true)))
 
 
 def confusion_figure(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int,
@@ -304,112 +272,3 @@ def sample_grid(x: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, n_classes
     ax.set_title((_wrap(title, 90) + "\n" if title else "") + f"random samples per predicted cluster{more}; "
                  "green: class = matched class, red: not", fontsize=9)
     return to_png(fig)
-
-
-# ---- one dataset of a results store ---------------------------------------------------------------
-def _acc(rec: dict[str, Any]) -> float | None:
-    proto = rec.get("primary_protocol") or next(iter(rec.get("protocols") or {}), None)
-    v = (rec.get("protocols") or {}).get(proto, {}).get("acc") if proto else None
-    return float(v) if isinstance(v, (int, float)) else None
-
-
-def representative_runs(records: Sequence[dict[str, Any]], group: Callable[[dict[str, Any]], str],
-                        limit: int) -> list[tuple[str, dict[str, Any], int]]:
-    """(group label, the run with the median ACC of its group, seeds in the group), best groups first."""
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for rec in records:
-        if _acc(rec) is not None:
-            groups.setdefault(group(rec), []).append(rec)
-    ranked = sorted(groups.items(), key=lambda kv: -float(np.mean([_acc(r) for r in kv[1]])))
-    out = []
-    for label, recs in ranked[:limit]:
-        recs = sorted(recs, key=lambda r: (_acc(r), r.get("seed", 0)))
-        out.append((label, recs[(len(recs) - 1) // 2], len(recs)))
-    return out
-
-
-def _device_of(records: Sequence[dict[str, Any]]) -> tuple[str, bool]:
-    """The device(s) the runs trained on, and whether all of them were GPUs."""
-    names, gpus = set(), True
-    for rec in records:
-        env = rec.get("env") if isinstance(rec.get("env"), dict) else {}
-        gpus = gpus and bool(env.get("gpu"))
-        names.add(str(env.get("gpu") or (f"CPU ({env['cpu']})" if env.get("cpu") else "CPU")))
-    return ", ".join(sorted(names)), gpus and bool(names)
-
-
-def dataset_figures(
-    dataset: str,
-    records: Sequence[dict[str, Any]],
-    throughput: Sequence[tuple[str, float | None, float | None, float | None, float | None]],
-    *,
-    load_data: Callable[[dict[str, Any]], Any] | None,
-    run_dir: Callable[[dict[str, Any]], Path],
-    label: Callable[[dict[str, Any]], str],
-    max_methods: int = 4,
-) -> DatasetFigures:
-    """Every figure for one dataset's finished records.
-
-    ``load_data(rec)`` returns the record's :class:`ImageData` (digest checked) or raises
-    with the reason; ``None`` skips the figures that need the data.
-    """
-    out = DatasetFigures(dataset)
-    key = _safe(dataset)
-    deep = [r for r in records if r.get("curve")]
-    png = learning_curves(deep, "epoch", label=label, title=f"{dataset}: learning curves")
-    if png:
-        out.figures.append(FigureOut(f"{key}-curves-epochs", f"{dataset}: ACC and NMI against epochs",
-                                     "Cheap in-training evaluation (the method's head) every few epochs; "
-                                     "one line per seed.", png))
-    device, gpu = _device_of(deep)
-    unit = "GPU-seconds" if gpu else "seconds"
-    png = learning_curves(deep, "train_seconds", label=label, title=f"{dataset}: learning curves",
-                          xlabel=f"training {unit} ({device})" if device else None)
-    if png:
-        out.figures.append(FigureOut(f"{key}-curves-seconds", f"{dataset}: ACC and NMI against training time",
-                                     f"Training {unit}, evaluation excluded; device: {device}.", png))
-    png = throughput_bars(throughput, title=f"{dataset}: throughput")
-    if png:
-        out.figures.append(FigureOut(f"{key}-throughput", f"{dataset}: throughput",
-                                     "Mean ± std over seeds. Training images/s of a deep method counts images "
-                                     "(two augmented views each); a shallow baseline's is images / fit time.", png))
-    if load_data is None:
-        out.notes.append(f"{dataset}: confusion matrices and sample grids not drawn (no dataset loader).")
-        return out
-    for name, rec, n_seeds in representative_runs(records, label, max_methods):
-        try:
-            data = load_data(rec)
-        except Exception as exc:  # noqa: BLE001 - any reason to skip is reported, not raised
-            out.notes.append(f"{dataset}: confusion matrix and sample grid skipped: the dataset could not be "
-                             f"loaded ({exc})")
-            break
-        path = run_dir(rec) / "labels.npy"
-        try:
-            raw = path.read_bytes()
-            pred = np.load(io.BytesIO(raw), allow_pickle=False)
-        except (OSError, ValueError, EOFError) as exc:
-            out.notes.append(f"{name} on {dataset}: confusion matrix and sample grid skipped: cannot read "
-                             f"{path} ({type(exc).__name__}: {exc})")
-            continue
-        want = rec["labels"].get("sha256") if isinstance(rec.get("labels"), dict) else None
-        if want is not None and hashlib.sha256(raw).hexdigest() != want:
-            out.notes.append(f"{name} on {dataset}: confusion matrix and sample grid skipped: {path} is not the "
-                             "labels this record was written with (an interrupted rerun? run it again)")
-            continue
-        if pred.shape != (len(data),) or not np.issubdtype(pred.dtype, np.integer):
-            out.notes.append(f"{name} on {dataset}: confusion matrix and sample grid skipped: {path} holds "
-                             f"{pred.dtype} {pred.shape}, expected {len(data)} integer labels")
-            continue
-        seed = rec.get("seed", 0)
-        which = f"seed {seed}" + (f", the median ACC of {n_seeds} seeds" if n_seeds > 1 else "")
-        proto = rec.get("primary_protocol") or "head"
-        title = f"{name} on {dataset} ({which}, protocol {proto})"
-        out.figures.append(FigureOut(f"{key}-confusion-{_safe(name)}", f"{dataset}: confusion matrix of {name}",
-                                     f"{which}; rows: true classes; columns: predicted clusters, each placed "
-                                     "under the class the Hungarian matching assigned it.",
-                                     confusion_figure(data.y, pred, data.n_classes, data.class_names, title)))
-        out.figures.append(FigureOut(f"{key}-samples-{_safe(name)}", f"{dataset}: samples per cluster of {name}",
-                                     f"{which}; random images of each predicted cluster.",
-                                     sample_grid(data.x, data.y, pred, data.n_classes, data.class_names,
-                                                 seed=0, title=title)))
-    return out

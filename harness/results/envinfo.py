@@ -41,20 +41,16 @@ def git_commit() -> dict[str, Any]:
 def device_info(device: str) -> dict[str, Any]:
     info: dict[str, Any] = {"device": device, "cpu": platform.processor() or platform.machine(),
                             "cpu_count": os.cpu_count()}
-    try:
-        import torch
+    import torch
 
-        info["torch_threads"] = torch.get_num_threads()
-        if device.startswith("cuda") and torch.cuda.is_available():
-            idx = torch.device(device).index or 0
-            props = torch.cuda.get_device_properties(idx)
-            info.update(gpu=props.name, gpu_memory_gb=round(props.total_memory / 2**30, 1),
-                        cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
-                        # fp32 work on the GPU is TF32 where these are on (PyTorch: convolutions by default)
-                        tf32_convolutions=torch.backends.cudnn.allow_tf32,
-                        tf32_matmul=torch.backends.cuda.matmul.allow_tf32)
-    except ImportError:  # pragma: no cover
-        pass
+    info["torch_threads"] = torch.get_num_threads()
+    if device.startswith("cuda") and torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(torch.device(device).index or 0)
+        info.update(gpu=props.name, gpu_memory_gb=round(props.total_memory / 2**30, 1),
+                    cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
+                    # fp32 work on the GPU is TF32 where these are on (PyTorch: convolutions by default)
+                    tf32_convolutions=torch.backends.cudnn.allow_tf32,
+                    tf32_matmul=torch.backends.cuda.matmul.allow_tf32)
     return info
 
 

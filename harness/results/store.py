@@ -18,14 +18,15 @@ written with a temp file + ``os.replace``: a crash never leaves half a record.
 record carries their checksum, so a finished record never stands beside missing or
 other labels (see :meth:`ResultsStore.write_record`); leftovers of a killed process
 (temp files, orphan labels) are removed when the cell runs again
-(:meth:`ResultsStore.clean_run_dir`).
+(:meth:`ResultsStore.clean_run_dir`).  What a record holds is checked by
+:mod:`clusterbench.results.schema`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
+import io
 import shutil
 import time
 from pathlib import Path
@@ -35,20 +36,12 @@ import numpy as np
 
 from clusterbench.errors import ConfigError, RecordError
 from clusterbench.results.io import atomic_save_npy, atomic_write_json, canonical_json, is_temp_file
+from clusterbench.results.schema import SCHEMA_VERSION, load_record
 
-SCHEMA_VERSION = 1
+__all__ = ["LABELS", "MARKER", "SCHEMA_VERSION", "RecordError", "ResultsStore", "load_record", "make_run_id"]
+
 MARKER = ".clusterbench-results"
-REQUIRED_KEYS = {
-    "schema_version": int,
-    "run_id": str,
-    "status": str,
-    "method": str,
-    "dataset": dict,
-    "seed": int,
-    "budget": dict,
-    "params": dict,
-}
-STATUSES = ("done", "failed")
+LABELS = "labels.npy"
 
 
 def make_run_id(identity: dict[str, Any]) -> str:
@@ -58,89 +51,8 @@ def make_run_id(identity: dict[str, Any]) -> str:
     return f"{safe(identity['method'])}--{safe(identity['dataset']['name'])}--s{identity['seed']}--{digest}"
 
 
-LABELS = "labels.npy"
-
-
-def validate_record(rec: Any, source: str) -> dict[str, Any]:
-    """Check a loaded record's shape; raise RecordError naming the file and the problem."""
-    if not isinstance(rec, dict):
-        raise RecordError(f"{source}: a record must be a JSON object, got {type(rec).__name__}")
-    version = rec.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise RecordError(
-            f"{source}: record format version {version!r} is not supported (this clusterbench reads "
-            f"version {SCHEMA_VERSION}); rerun the cell with --force or remove the file"
-        )
-    for key, typ in REQUIRED_KEYS.items():
-        if key not in rec:
-            raise RecordError(f"{source}: missing field {key!r}")
-        if not isinstance(rec[key], typ) or (typ is int and isinstance(rec[key], bool)):
-            raise RecordError(f"{source}: field {key!r} should be {typ.__name__}, got {type(rec[key]).__name__}")
-    if rec["status"] not in STATUSES:
-        raise RecordError(f"{source}: status {rec['status']!r} is not one of {STATUSES}")
-    if rec["status"] == "done":
-        protocols = rec.get("protocols")
-        if not isinstance(protocols, dict) or not protocols:
-            raise RecordError(f"{source}: a finished record needs a non-empty 'protocols' object")
-        for proto, metrics in protocols.items():
-            if not isinstance(metrics, dict):
-                raise RecordError(f"{source}: protocols.{proto} should be an object")
-            for name, value in metrics.items():
-                if value is not None and not isinstance(value, (int, float)):
-                    raise RecordError(f"{source}: protocols.{proto}.{name} should be a number, got {value!r}")
-                if name in ("acc", "nmi", "accuracy") and isinstance(value, (int, float)) and not 0 <= value <= 1:
-                    raise RecordError(f"{source}: protocols.{proto}.{name}={value} is outside [0, 1]")
-    if "dataset" in rec and "name" not in rec["dataset"]:
-        raise RecordError(f"{source}: dataset.name is missing")
-    _validate_optional(rec, source)
-    return rec
-
-
-OPTIONAL_KEYS = {  # fields reports read: absent or null is fine, another type is not
-    "method_spec": str, "primary_protocol": str, "cost": dict, "env": dict, "engine": dict, "stats": dict,
-    "curve": list, "error": dict, "protocols_requested": list, "labels": dict,
-}
-
-
-def _validate_optional(rec: dict[str, Any], source: str) -> None:
-    for key, typ in OPTIONAL_KEYS.items():
-        if rec.get(key) is not None and not isinstance(rec[key], typ):
-            raise RecordError(f"{source}: field {key!r} should be {typ.__name__}, got {type(rec[key]).__name__}")
-    ds = rec["dataset"]
-    if not isinstance(ds["name"], str) or not ds["name"]:
-        raise RecordError(f"{source}: dataset.name should be a non-empty string, got {ds['name']!r}")
-    for key, typ in (("options", dict), ("io_options", dict), ("digest", str)):
-        if ds.get(key) is not None and not isinstance(ds[key], typ):
-            raise RecordError(f"{source}: dataset.{key} should be {typ.__name__}, got {type(ds[key]).__name__}")
-    for key, value in rec["budget"].items():
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise RecordError(f"{source}: budget.{key} should be a number, got {value!r}")
-    for key, value in (rec.get("cost") or {}).items():
-        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
-            raise RecordError(f"{source}: cost.{key} should be a number, got {value!r}")
-    for i, point in enumerate(rec.get("curve") or []):
-        if not isinstance(point, dict):
-            raise RecordError(f"{source}: curve[{i}] should be an object, got {type(point).__name__}")
-        for name in ("acc", "nmi"):
-            v = point.get(name)
-            if v is not None and (not isinstance(v, (int, float)) or not 0 <= v <= 1):
-                raise RecordError(f"{source}: curve[{i}].{name}={v!r} is not a number in [0, 1]")
-
-
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def load_record(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise RecordError(f"{path}: cannot read ({exc.strerror})") from None
-    try:
-        rec = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise RecordError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    return validate_record(rec, str(path))
 
 
 class ResultsStore:
@@ -205,8 +117,6 @@ class ResultsStore:
         Read once and checked against the record's sha256 (and against ``n`` labels when
         given); raises :class:`RecordError` saying what is wrong otherwise.
         """
-        import io
-
         path = self.run_dir(rec["run_id"]) / LABELS
         want = (rec.get("labels") or {}).get("sha256") if isinstance(rec.get("labels"), dict) else None
         if want is None:

@@ -28,7 +28,7 @@ Differences from torchvision a user should know about:
   (store images near the model's input size).
 * The crop box is integer, as in ``RandomResizedCrop.get_params``; its 10 attempts are
   10 candidates drawn at once, the first valid one taken, else the same central fallback.
-* ColorJitter's random op order is exact per sample (see ``_color_jitter``).
+* ColorJitter's random op order is exact per sample (see ``augment_kernels.color_jitter``).
 * 1-channel images: saturation, hue and grayscale need colour and are skipped, as
   torchvision's tensor kernels do; brightness and contrast apply.  Images are not
   replicated to 3 channels.
@@ -49,10 +49,10 @@ from typing import NamedTuple, Sequence
 import torch
 import torch.nn.functional as F
 
+from clusterbench.train.augment_kernels import color_jitter, gaussian_blur, gray, normalize, per_sample
+
 __all__ = ["AugmentSpec", "GPUAugment", "eval_transform", "two_views", "blur_kernel_size"]
 
-# ITU-R 601-2 luma weights, exactly as torchvision's rgb_to_grayscale.
-_LUMA = (0.2989, 0.587, 0.114)
 _N_TRIES = 10  # RandomResizedCrop's attempts before its central fallback
 
 
@@ -92,8 +92,8 @@ _C_GRAY, _C_BLUR, _C_SIGMA, _C_SOL = 32, 33, 34, 35
 _N_RAND = 36
 
 
-class _Params(NamedTuple):
-    """Per-sample parameters (all shape (N,) or (N, k), on the device)."""
+class _Draws(NamedTuple):
+    """The random draws of one call, per sample (all shape (N,) or (N, k), on the device)."""
 
     top: torch.Tensor        # crop box, integer-valued float
     left: torch.Tensor
@@ -144,7 +144,7 @@ def _sample_crops(u_area: torch.Tensor, u_logr: torch.Tensor, u_top: torch.Tenso
     return top, left, h, w
 
 
-def _draw_params(u: torch.Tensor, spec: AugmentSpec, height: int, width: int, channels: int) -> _Params:
+def _draw_params(u: torch.Tensor, spec: AugmentSpec, height: int, width: int, channels: int) -> _Draws:
     """Map the (N, 36) uniforms to every per-sample parameter of the policy."""
     top, left, h, w = _sample_crops(u[:, _C_AREA], u[:, _C_LOGR], u[:, _C_TOP], u[:, _C_LEFT],
                                     height, width, spec.crop_scale, spec.crop_ratio)
@@ -165,7 +165,7 @@ def _draw_params(u: torch.Tensor, spec: AugmentSpec, height: int, width: int, ch
     keys = u[:, _C_ORDER] if use_hue else u[:, _C_ORDER][:, :3]
     order = keys.argsort(dim=1)  # uniform random permutation (ties have probability ~0)
     sigma = spec.blur_sigma[0] + (spec.blur_sigma[1] - spec.blur_sigma[0]) * u[:, _C_SIGMA]
-    return _Params(top, left, h, w, u[:, _C_FLIP] < spec.flip_p, factors, order,
+    return _Draws(top, left, h, w, u[:, _C_FLIP] < spec.flip_p, factors, order,
                    u[:, _C_GRAY] < spec.grayscale_p, u[:, _C_BLUR] < spec.blur_p, sigma,
                    u[:, _C_SOL] < spec.solarize_p)
 
@@ -184,162 +184,6 @@ def _crop_theta(top: torch.Tensor, left: torch.Tensor, h: torch.Tensor, w: torch
     ty = (2 * top + h) / height - 1
     zero = torch.zeros_like(sx)
     return torch.stack([torch.stack([sx, zero, tx], 1), torch.stack([zero, sy, ty], 1)], 1)
-
-
-# ---- colour ops on float (N, C, H, W) in [0, 1], per-sample factors (N,) ------------------------
-def _gray(x: torch.Tensor) -> torch.Tensor:
-    """(N, 1, H, W) luma (ITU-R 601-2, torchvision's arithmetic); a 1-channel image is its own gray."""
-    if x.shape[1] == 1:
-        return x
-    return x[:, 0:1].mul(_LUMA[0]).add_(x[:, 1:2], alpha=_LUMA[1]).add_(x[:, 2:3], alpha=_LUMA[2])
-
-
-def _col(f: torch.Tensor) -> torch.Tensor:
-    return f.view(-1, 1, 1, 1)
-
-
-def _adjust_brightness(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-    """torchvision adjust_brightness with a factor per sample."""
-    return (x * _col(f)).clamp_(0, 1)
-
-
-def _adjust_contrast(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-    """torchvision adjust_contrast (blend with the mean luma) with a factor per sample."""
-    m = _gray(x).mean(dim=(1, 2, 3), keepdim=True)
-    return (x * _col(f) + m * _col(1 - f)).clamp_(0, 1)
-
-
-def _adjust_saturation(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-    """torchvision adjust_saturation (blend with the luma image); identity on 1 channel."""
-    if x.shape[1] == 1:
-        return x
-    return (x * _col(f) + _gray(x) * _col(1 - f)).clamp_(0, 1)
-
-
-def _adjust_hue(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-    """torchvision adjust_hue (RGB -> HSV, shift H, -> RGB) with a shift per sample.
-
-    Fused to few kernels: with v = max, c = max - min (so v s = c), hue in sixths is
-    h6 = (g - b)/c, 2 + (b - r)/c or 4 + (r - g)/c (Pillow's case order, as torchvision),
-    and back to RGB in closed form: channel_n = v - c clamp(min(k, 4 - k), 0, 1) with
-    k = (n + h6') mod 6, n = 5, 3, 1 for R, G, B -- the same function as torchvision's
-    sector table, without its gather.  Factor 0 (and 1 channel) is the exact identity.
-    """
-    if x.shape[1] == 1:
-        return x
-    r, g, b = x.unbind(1)
-    minc, maxc = torch.aminmax(x, dim=1)
-    cr = maxc - minc
-    num = torch.where(maxc == r, g - b, torch.where(maxc == g, (b - r).add_(cr, alpha=2.0),
-                                                    (r - g).add_(cr, alpha=4.0)))
-    h6 = num.div_(torch.where(cr == 0, torch.ones_like(cr), cr))  # c = 0 -> num = 0
-    h6 = torch.remainder(h6.add_(6.0 * f.view(-1, 1, 1)), 6.0)
-    out = []
-    for n in (5.0, 3.0, 1.0):  # R, G, B
-        k = torch.remainder(h6 + n, 6.0)
-        out.append(torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0).mul_(cr).neg_().add_(maxc))
-    y = torch.stack(out, 1)
-    # torchvision returns early on factor 0: keep those samples bit-exact
-    return torch.where(_col(f) != 0, y, x)
-
-
-def _linear_slot(x: torch.Tensor, op: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
-    """Apply to each sample one of brightness/contrast/saturation (op 0/1/2) or nothing (-1).
-
-    All three are clamp(a x + c gray(x) + d mean(gray(x))) with per-sample (a, c, d):
-    brightness (f, 0, 0), contrast (f, 0, 1-f), saturation (f, 1-f, 0); nothing is
-    (1, 0, 0), which returns x bit-exactly.  One pass covers every sample's op.
-    """
-    f = factors.gather(1, op.clamp(min=0).unsqueeze(1)).squeeze(1)
-    identity = op < 0
-    if x.shape[1] == 1:
-        identity = identity | (op == 2)
-    f = torch.where(identity, torch.ones_like(f), f)
-    c = torch.where(op == 2, 1 - f, torch.zeros_like(f))
-    d = torch.where(op == 1, 1 - f, torch.zeros_like(f))
-    g = _gray(x)
-    m = g.mean(dim=(1, 2, 3), keepdim=True)
-    bias = torch.addcmul(m * _col(d), g, _col(c))         # (N, 1, H, W)
-    return torch.addcmul(bias, x, _col(f)).clamp_(0, 1)
-
-
-def _color_jitter(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-    """ColorJitter with per-sample factors (N, 4) and per-sample op order (N, K).
-
-    Random order, exactly and vectorised: brightness, contrast and saturation are the same
-    blend with different coefficients (``_linear_slot``), so one batched pass can apply a
-    different one of them to each sample.  Hue is the only costly op, so it runs once:
-    a sample whose hue comes at position p has p linear ops before it and 3 - p after, so
-    the fixed schedule [3 linear slots, hue, 3 linear slots] (pre slot s takes order[:, s]
-    if s < p, post slot s takes order[:, s + 1] if s >= p, other slots are identities)
-    realises every one of the 24 orders.  Cost: 6 cheap blends + 1 HSV round trip, vs
-    4 HSV round trips for "apply every op in every slot" or an approximation with a few
-    fixed orders.  Without hue (K = 3) it is just 3 linear slots.
-    """
-    if order.shape[1] == 3:
-        for s in range(3):
-            x = _linear_slot(x, order[:, s], factors)
-        return x
-    p = (order == 3).to(torch.uint8).argmax(dim=1)
-    none = torch.full_like(p, -1)
-    for s in range(3):
-        x = _linear_slot(x, torch.where(p > s, order[:, s], none), factors)
-    x = _adjust_hue(x, factors[:, 3])
-    for s in range(3):
-        x = _linear_slot(x, torch.where(p <= s, order[:, s + 1], none), factors)
-    return x
-
-
-def _blur_matrices(sigma: torch.Tensor, kernel_size: int, size: int) -> torch.Tensor:
-    """(N, size, size) banded matrices M with (M v) = 1-D Gaussian blur of v, reflect-padded."""
-    half = (kernel_size - 1) / 2
-    dev = sigma.device
-    t = torch.linspace(-half, half, kernel_size, device=dev)
-    w = torch.softmax(-0.5 * (t / sigma.float().unsqueeze(1)) ** 2, dim=1)  # (N, k): torchvision's kernel
-    idx = torch.arange(size, device=dev).unsqueeze(1) + torch.arange(kernel_size, device=dev) - kernel_size // 2
-    idx = idx.abs()                                              # reflect at 0 (edge pixel not repeated)
-    idx = torch.where(idx > size - 1, 2 * (size - 1) - idx, idx)  # reflect at size - 1
-    n = sigma.shape[0]
-    m = torch.zeros(n, size, size, device=dev)
-    return m.scatter_add_(2, idx.expand(n, size, kernel_size), w.unsqueeze(1).expand(n, size, kernel_size))
-
-
-def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
-    """torchvision gaussian_blur (reflect padding) with a sigma per sample.
-
-    Separable, each pass one batched matmul with a per-sample banded matrix that folds in
-    the padding: out = M_h x M_w^T.  A per-sample kernel rules out one plain conv; the
-    grouped (groups = N*C) depthwise conv was ~3x slower on an H100 at 224 px.
-    Padding needs kernel_size // 2 < H, W (true for the ~10%-of-size kernel).
-    """
-    n, c, hh, ww = x.shape
-    mw = _blur_matrices(sigma, kernel_size, ww)
-    mh = mw if hh == ww else _blur_matrices(sigma, kernel_size, hh)
-    y = torch.bmm(x.reshape(n, c * hh, ww), mw.transpose(1, 2)).view(n, c, hh, ww)
-    return torch.matmul(mh.unsqueeze(1), y)
-
-
-def _normalize(y: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float] | None) -> torch.Tensor:
-    """In-place per-channel Normalize from Python scalars (no host->device copy).
-
-    A 3-value mean/std on a 1-channel image uses the average of the three.
-    """
-    if mean is None:
-        return y
-    if std is None:
-        raise ValueError("mean given without std")
-    c = y.shape[1]
-    mean, std = list(mean), list(std)
-    if len(mean) != c or len(std) != c:
-        if len(mean) == 1 and len(std) == 1:
-            mean, std = mean * c, std * c
-        elif c == 1 and len(mean) == 3 and len(std) == 3:
-            mean, std = [sum(mean) / 3], [sum(std) / 3]
-        else:
-            raise ValueError(f"mean/std of length {len(mean)}/{len(std)} for {c}-channel images")
-    for i in range(c):
-        y[:, i].sub_(mean[i]).div_(std[i])
-    return y
 
 
 def _check_input(x: torch.Tensor) -> None:
@@ -391,15 +235,15 @@ class GPUAugment(torch.nn.Module):
 
     def _jitter(self, y: torch.Tensor, factors: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
         if not (self._use_compile and y.is_cuda):
-            return _color_jitter(y, factors, order)
+            return color_jitter(y, factors, order)
         if self._compiled_jitter is None:
-            self._compiled_jitter = torch.compile(_color_jitter)
+            self._compiled_jitter = torch.compile(color_jitter)
         try:
             return self._compiled_jitter(y, factors, order)
         except Exception as e:  # no Triton, no compiler, ...: the eager path is the reference anyway
             warnings.warn(f"torch.compile of the colour jitter failed, running it eagerly: {e!r}")
             self._use_compile = False
-            return _color_jitter(y, factors, order)
+            return color_jitter(y, factors, order)
 
     def extra_repr(self) -> str:
         return f"out_size={self.out_size}, spec={self.spec}"
@@ -437,13 +281,13 @@ class GPUAugment(torch.nn.Module):
         else:  # bilinear weights can overshoot 1 by an ulp
             y = y.clamp_(0, 1)
         if spec.grayscale_p > 0 and c == 3:
-            y = torch.where(_col(p.gray), _gray(y).expand(-1, 3, -1, -1), y)
+            y = torch.where(per_sample(p.gray), gray(y).expand(-1, 3, -1, -1), y)
         if spec.blur_p > 0:
-            y = torch.where(_col(p.blur), _gaussian_blur(y, p.sigma, self.blur_kernel).clamp_(0, 1), y)
+            y = torch.where(per_sample(p.blur), gaussian_blur(y, p.sigma, self.blur_kernel).clamp_(0, 1), y)
         if spec.solarize_p > 0:  # threshold 0.5 for the chosen samples, unreachable 2 for the others
             thr = torch.where(p.solarize, 0.5, 2.0)
-            y = torch.where(y >= _col(thr), 1.0 - y, y)
-        return _normalize(y, spec.mean, spec.std)
+            y = torch.where(y >= per_sample(thr), 1.0 - y, y)
+        return normalize(y, spec.mean, spec.std)
 
 
 def eval_transform(x: torch.Tensor, out_size: int, mean: Sequence[float] | None = None,
@@ -455,7 +299,7 @@ def eval_transform(x: torch.Tensor, out_size: int, mean: Sequence[float] | None 
     if y.shape[-2:] != (out_size, out_size):
         y = F.interpolate(y, size=(out_size, out_size), mode="bilinear", align_corners=False, antialias=True)
         y = y.clamp_(0, 1)
-    return _normalize(y, mean, std)
+    return normalize(y, mean, std)
 
 
 def two_views(aug: GPUAugment, x: torch.Tensor, generator: torch.Generator | None = None

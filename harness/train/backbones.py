@@ -1,4 +1,5 @@
-"""Convolutional backbones shared by the deep methods (torchvision ResNets, no classifier).
+"""Network building blocks shared by the deep methods: torchvision ResNets without their
+classifier, and the Linear-ReLU-Linear head the contrastive methods project with.
 
 ``small_stem`` swaps the ImageNet stem (7x7 stride-2 conv + max-pool) for a 3x3 stride-1
 conv, the usual CIFAR variant (SimCLR's CIFAR ResNet, solo-learn, SCAN): at 32x32 the
@@ -11,6 +12,13 @@ import torch
 from torch import nn
 
 RESNETS = ("resnet18", "resnet34", "resnet50")
+
+__all__ = ["RESNETS", "ResNetBackbone", "mlp"]
+
+
+def mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
+    """Linear-ReLU-Linear: SimCLR's projection head, and CC's instance and cluster projectors."""
+    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.ReLU(inplace=True), nn.Linear(d_hidden, d_out))
 
 
 class ResNetBackbone(nn.Module):

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every method on CIFAR-10 under one identical training budget, on one GPU.
-# Usage: benchmarks/cifar10_equal_budget.sh [ARCHIVE] [BUDGET] [RESULTS] [COPY_RECORDS_TO] [METHODS...]
+# Usage: tests/benchmarks/cifar10_equal_budget.sh [ARCHIVE] [BUDGET] [RESULTS] [COPY_RECORDS_TO] [METHODS...]
 # ARCHIVE is CIFAR-10 as an image folder .tar.gz (train/ and test/ class folders); METHODS
 # defaults to "kmeans cc tcc vtcc cueco"; extra `clusterbench run` flags come from $EXTRA.
 set -u

@@ -2,7 +2,7 @@
 # The throughput benchmark of issue 6 on one GPU: every deep method at its small-image
 # configuration (32x32, batch 256 and 512), CC at the paper's ResNet-34 224x224 batch 256,
 # inference, metrics and faiss vs scikit-learn k-means (synthetic and trained-CC features).
-# Usage: benchmarks/gpu_bench.sh OUTDIR [METHODS...]   (default: cc tcc vtcc cueco)
+# Usage: tests/benchmarks/gpu_bench.sh OUTDIR [METHODS...]   (default: cc tcc vtcc cueco)
 # Needs the CIFAR-10 image-folder archive at .data/cifar10_jpeg_imagefolder.tar.gz.
 set -u
 OUT=${1:-results/bench}; shift || true

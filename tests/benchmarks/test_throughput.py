@@ -1,6 +1,8 @@
 """pytest-benchmark benchmarks of the training step and the evaluation, run on demand, not in CI:
 
-    python3 -m pytest benchmarks -o addopts="" [--benchmark-json out.json]
+    python3 -m pytest tests/benchmarks -o addopts="" [--benchmark-json out.json]
+
+(The suite's ``addopts`` has ``--benchmark-skip``, so a plain ``pytest`` collects and skips them.)
 
 On a GPU they time the standard small-image configuration (CC's fast preset, ResNet-18 at
 32x32, batch 256); on the CPU a tiny one, so they also run anywhere as a smoke check.
@@ -15,20 +17,18 @@ import numpy as np
 import pytest
 import torch
 
-from clusterbench.train.augment import GPUAugment
-from clusterbench.bench.steps import float32_mode, pil_loader, synthetic_features
-from clusterbench.settings import EngineSettings
-from clusterbench.train.engine import TrainStep
+from clusterbench import EngineSettings
+from clusterbench.bench.kmeans_bench import synthetic_features
+from clusterbench.bench.pil import float32_mode, pil_loader
+from clusterbench.bench.steppers import BenchStep
 from clusterbench.methods.cc import CC
+from clusterbench.train.augment import GPUAugment
+from clusterbench.train.deep import augment_policy
+from clusterbench.train.device import sync
 
 GPU = torch.cuda.is_available()
-DEVICE = "cuda" if GPU else "cpu"
+DEVICE = torch.device("cuda" if GPU else "cpu")
 SIZE, BATCH, N_IMAGES = (32, 256, 60000) if GPU else (16, 16, 512)
-
-
-def _sync() -> None:
-    if GPU:
-        torch.cuda.synchronize()
 
 
 @pytest.fixture(scope="module")
@@ -40,15 +40,15 @@ def _stepper(compile: bool = GPU, graphs: bool = True, precision: str = "bf16", 
     m = CC(CC.resolve_params({"batch_size": BATCH}, preset="fast"))
     torch.manual_seed(0)
     model = m.build_model(3, SIZE, 10).to(DEVICE)
-    settings = EngineSettings(device=DEVICE, precision=precision, compile=compile, cuda_graphs=graphs,
+    settings = EngineSettings(device=str(DEVICE), precision=precision, compile=compile, cuda_graphs=graphs,
                               channels_last=channels_last)
-    return m, TrainStep(m, model, m.configure_optimizer(model), settings)
+    return m, BenchStep(m, model, m.configure_optimizer(model), settings)
 
 
 def _run(benchmark, fn, rounds: int = 20) -> None:
     def call():
         fn()
-        _sync()
+        sync(DEVICE)
     call(), call(), call(), call()  # warm-up: compilation, graph capture, cuDNN autotuning
     benchmark.pedantic(call, rounds=rounds, iterations=1)
     benchmark.extra_info.update(device=torch.cuda.get_device_name() if GPU else "cpu", image_size=SIZE,
@@ -60,28 +60,28 @@ def test_model_only_step(benchmark):
     _, step = _stepper()
     fmt = torch.channels_last if step.channels_last else torch.contiguous_format
     v1, v2 = (torch.rand(BATCH, 3, SIZE, SIZE, device=DEVICE).contiguous(memory_format=fmt) for _ in range(2))
-    _run(benchmark, lambda: step.on_fixed(v1, v2, 0.5))
+    _run(benchmark, lambda: step.step_on_static_views(v1, v2, 0.5))
 
 
 def test_harness_step(benchmark, images):
     """2: batch gather + two-view augmentation on the device + the same step."""
     m, step = _stepper()
     x = torch.from_numpy(images).to(DEVICE)
-    aug = GPUAugment(m.augmentation(None), SIZE, compile=GPU).to(DEVICE)
+    aug = GPUAugment(augment_policy(m, None), SIZE, compile=GPU).to(DEVICE)
     gen = torch.Generator(device=DEVICE).manual_seed(0)
-    _run(benchmark, lambda: step.on_batch(aug, x, torch.randint(0, len(x), (BATCH,), device=DEVICE, generator=gen),
-                                          gen, 0.5))
+    _run(benchmark, lambda: step.step_on_indices(aug, x, torch.randint(0, len(x), (BATCH,), device=DEVICE,
+                                                                       generator=gen), gen, 0.5))
 
 
 def test_pil_pipeline_step(benchmark, images):
     """3: the papers' path, torchvision on PIL images in a DataLoader, strict fp32 model."""
     m, step = _stepper(compile=False, graphs=False, precision="fp32", channels_last=False)
     workers = 8 if GPU else 0
-    it = iter(pil_loader(images, m.augmentation(None), SIZE, BATCH, workers, pin_memory=GPU))
+    it = iter(pil_loader(images, augment_policy(m, None), SIZE, BATCH, workers, pin_memory=GPU))
 
     def one():
         a, b = next(it)
-        step(a.to(DEVICE, non_blocking=True), b.to(DEVICE, non_blocking=True), 0.5)
+        step.step_on_views(a.to(DEVICE, non_blocking=True), b.to(DEVICE, non_blocking=True), 0.5)
     with float32_mode(tf32=False):
         for _ in range(2 * workers):  # drain what the workers prefetched while starting
             one()

@@ -1,0 +1,98 @@
+"""One (method, dataset, seed) cell of a grid: the one place a run gets its identity.
+
+:meth:`Cell.identity` is what the run id hashes (everything that determines the result);
+:meth:`Cell.record_header` is what the record says about the cell before it runs.  A
+method the engine does not train (``deep = False``) ignores the budget and the engine
+settings, so neither is part of its identity.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Sequence
+
+from clusterbench.api import Dataset, ImageData, Method
+from clusterbench.budget import Budget
+from clusterbench.evaluate.protocols import check_protocols
+from clusterbench.plugins import PluginRef
+from clusterbench.results.schema import SCHEMA_VERSION
+from clusterbench.results.store import make_run_id
+from clusterbench.settings import EngineSettings
+
+
+@dataclass(frozen=True, eq=False)
+class Cell:
+    """A method (its parameters resolved) on a dataset (its data digest known), with one seed.
+
+    ``protocols`` are the ones that will run (see :meth:`of`), the first being primary.
+    ``method`` is the instance this cell fits: one per cell, never shared.
+    """
+
+    method: Method
+    ref: PluginRef  # the method as typed (``cc[preset=fast]``): the record's ``method_spec``
+    dataset: Dataset
+    digest: str
+    seed: int
+    budget: Budget
+    settings: EngineSettings
+    protocols: tuple[str, ...]
+
+    @classmethod
+    def of(cls, method: Method, ref: PluginRef, dataset: Dataset, digest: str, seed: int, budget: Budget,
+           settings: EngineSettings, protocols: Sequence[str] | None = None) -> "Cell":
+        """A cell running the ``protocols`` requested that the method supports (all of its own if none)."""
+        chosen = check_protocols(type(method), list(protocols) if protocols else None)
+        return cls(method, ref, dataset, digest, seed, budget, settings, tuple(chosen))
+
+    @property
+    def deep(self) -> bool:
+        return type(self.method).deep
+
+    @property
+    def device(self) -> str:
+        """Where the cell runs: the engine's device for a deep method, the CPU otherwise."""
+        return self.settings.device if self.deep else "cpu"
+
+    def identity(self) -> dict[str, Any]:
+        """What the run id hashes; a change to any of it is another cell."""
+        cls = type(self.method)
+        return {
+            "schema": SCHEMA_VERSION,
+            "method": cls.name,
+            "method_version": cls.version,
+            "params": self.method.params_dict(),
+            "dataset": self.dataset.identity(),
+            "dataset_digest": self.digest,
+            "seed": self.seed,
+            "budget": self.budget.to_dict() if self.deep else {},
+            "protocols": list(self.protocols),
+            "engine": self.settings.identity() if self.deep else {},
+        }
+
+    @cached_property
+    def run_id(self) -> str:
+        return make_run_id(self.identity())
+
+    def record_header(self, data: ImageData, provider: str) -> dict[str, Any]:
+        """The record's fields known before the cell runs (``provider``: the plugin the method came from)."""
+        cls = type(self.method)
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "run_id": self.run_id,
+            "method": cls.name,
+            "method_version": cls.version,
+            "method_provider": provider,
+            "method_spec": str(self.ref),
+            "paper": cls.paper,
+            "params": self.method.params_dict(),
+            "dataset": {**self.dataset.identity(), "io_options": self.dataset.io_identity(), "digest": self.digest,
+                        "n": len(data), "n_classes": data.n_classes, "image_size": data.image_size,
+                        "channels": data.channels},
+            "seed": self.seed,
+            "budget": self.budget.to_dict() if self.deep else {},
+            "protocols_requested": list(self.protocols),
+            "engine": {**self.settings.__dict__} if self.deep else {"device": "cpu"},
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }

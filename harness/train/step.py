@@ -1,0 +1,171 @@
+"""One optimisation step on a batch of image indices: what the engine loops over.
+
+Model in channels_last, bf16 autocast on the GPU, ``torch.compile`` when
+``settings.compile`` (the CLI's default on a GPU: ~1.3x per step after ~30 s of compiling;
+a method may opt out, a failed compile falls back to eager, and ``compile_status`` says
+which), the method's lr schedule applied in place (no optimiser rebuild), no host sync.
+On a GPU the whole step (batch gather, two-view augmentation, forward, backward,
+optimiser) is replayed as one CUDA graph (see ``clusterbench.train.cudagraph``) unless
+``settings.cuda_graphs`` is off or the method or its optimiser cannot be captured;
+``graph_status`` says which, and the run records it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Callable
+
+import torch
+from torch import nn
+
+from clusterbench.errors import GraphUnavailable
+from clusterbench.settings import EngineSettings
+from clusterbench.train.augment import GPUAugment, two_views
+from clusterbench.train.deep import DeepMethod
+from clusterbench.train.device import autocast
+
+Terms = dict[str, torch.Tensor]
+
+
+def why_not_graphed(device: torch.device | str, settings: EngineSettings, method: DeepMethod,
+                    opt: torch.optim.Optimizer, scheduled: bool) -> str | None:
+    """Why a method's step cannot be replayed as a CUDA graph, or None when it can."""
+    if torch.device(device).type != "cuda":
+        return "no CUDA device"
+    if not settings.cuda_graphs:
+        return "disabled (--no-cuda-graphs)"
+    if not method.cuda_graphs:
+        return f"method {method.name!r} opts out"
+    if scheduled and not all(g.get("fused") or "capturable" in g for g in opt.param_groups):
+        # a schedule needs the lr as a device tensor, which only fused/capturable steps read in-graph
+        return f"the lr schedule needs a fused or capturable optimiser, not {type(opt).__name__}"
+    return None
+
+
+class TrainStep:
+    """The step of one method on one model and optimiser (see the module docstring)."""
+
+    def __init__(self, method: DeepMethod, model: nn.Module, opt: torch.optim.Optimizer,
+                 settings: EngineSettings) -> None:
+        self.method, self.model, self.opt, self.settings = method, model, opt, settings
+        self.device = next(model.parameters()).device
+        self.channels_last = self.device.type == "cuda" and settings.channels_last
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.base_lrs = [float(g["lr"]) for g in opt.param_groups]
+        self.scheduled = type(method).lr_factor is not DeepMethod.lr_factor
+        if not settings.compile:
+            self.step_model, self.compile_status = model, "off"
+        elif not method.compile_model:
+            self.step_model, self.compile_status = model, f"off: method {method.name!r} opts out"
+        else:
+            self.step_model, self.compile_status = torch.compile(model), "on"
+        model.train()
+        reason = why_not_graphed(self.device, settings, method, opt, self.scheduled)
+        self.use_graphs = reason is None
+        self.graph_status = "on" if reason is None else f"off: {reason}"
+        if self.use_graphs:
+            self._make_optimizer_capturable()
+        self._graphs: dict = {}
+        self._idx: torch.Tensor | None = None
+
+    # ---- CUDA graphs --------------------------------------------------------------------
+    def _make_optimizer_capturable(self) -> None:
+        """Optimiser state on the device (``capturable``) and, under an lr schedule, the lr
+        as a device tensor the step updates in place, so replays see the new value."""
+        for g in self.opt.param_groups:
+            if "capturable" in g:
+                g["capturable"] = True
+            if self.scheduled:
+                g["lr"] = torch.tensor(float(g["lr"]), device=self.device)
+
+    def _graphed(self, key: str, body: Callable[[], Terms], generators: tuple[torch.Generator, ...]) -> Terms | None:
+        """Run ``body`` through its CapturedStep; None (and graphs off) if it cannot be captured."""
+        from clusterbench.train.cudagraph import CapturedStep
+
+        if key not in self._graphs:
+            self._graphs[key] = CapturedStep(body, self.device, generators=generators)
+        try:
+            return self._graphs[key]()
+        except GraphUnavailable as exc:
+            warnings.warn(f"CUDA graph capture of the {self.method.name} step failed, running eagerly: {exc}")
+            self.use_graphs, self.graph_status = False, f"off: capture failed ({exc})"
+            return None
+
+    def graph_timings(self) -> dict[str, float]:
+        """Seconds spent warming up and capturing the graphs (one-off costs inside the budget)."""
+        g = self._graphs.values()
+        return {"graph_warmup_seconds": round(sum(c.warmup_seconds for c in g), 3),
+                "graph_capture_seconds": round(sum(c.capture_seconds for c in g), 3)} if g else {}
+
+    # ---- the step ---------------------------------------------------------------------
+    def set_progress(self, progress: float) -> None:
+        """Apply the method's lr schedule at ``progress`` (in place: graphs read the tensor)."""
+        if not self.scheduled:
+            return
+        factor = self.method.lr_factor(progress)
+        for g, lr0 in zip(self.opt.param_groups, self.base_lrs):
+            if isinstance(g["lr"], torch.Tensor):
+                g["lr"].fill_(lr0 * factor)
+            else:
+                g["lr"] = lr0 * factor
+
+    def _loss(self, v1: torch.Tensor, v2: torch.Tensor, cache: bool) -> Terms:
+        """The method's loss terms; if compiling the model fails (no compiler, an op it cannot
+        trace), warn once and go on with the eager model, as the record then says."""
+        from torch._dynamo.exc import TorchDynamoException
+
+        def loss(model: nn.Module) -> Terms:
+            with autocast(self.device, self.settings.precision, cache):
+                return self.method.training_loss(model, v1, v2)
+
+        try:
+            return loss(self.step_model)
+        except TorchDynamoException as exc:
+            if self.step_model is self.model:
+                raise
+            reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+            warnings.warn(f"torch.compile of the {self.method.name} model failed, running it eagerly: {reason}")
+            self.step_model, self.compile_status = self.model, f"off: compile failed ({reason})"
+            return loss(self.model)
+
+    def _optimise(self, v1: torch.Tensor, v2: torch.Tensor, cache: bool = True) -> Terms:
+        terms = self._loss(v1, v2, cache)
+        self.opt.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        self.opt.step()
+        # detached: a caller holding the loss must not keep the step's autograd graph alive
+        return {k: v.detach() for k, v in terms.items()}
+
+    def views(self, aug: GPUAugment, x: torch.Tensor, gen: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        v1, v2 = two_views(aug, x, gen)
+        if self.channels_last:
+            v1 = v1.contiguous(memory_format=torch.channels_last)
+            v2 = v2.contiguous(memory_format=torch.channels_last)
+        return v1, v2
+
+    def _step(self, progress: float, eager: Callable[[], Terms], graph_key: str | None = None,
+              graph_body: Callable[[], Terms] | None = None, generators: tuple[torch.Generator, ...] = ()) -> Terms:
+        """lr schedule, then the step (replayed as graph ``graph_key`` when graphs are on and it
+        captures, else ``eager()``), then the method's ``after_step`` with the step's outputs."""
+        self.set_progress(progress)
+        terms = None
+        if graph_key is not None and self.use_graphs:
+            terms = self._graphed(graph_key, graph_body, generators)
+        if terms is None:
+            terms = eager()
+        self.method.after_step(self.model, progress, terms)
+        return terms
+
+    def step_on_indices(self, aug: GPUAugment, x_all: torch.Tensor, idx: torch.Tensor,
+                        gen: torch.Generator | None, progress: float) -> Terms:
+        """Gather ``x_all[idx]`` (uint8 on the device), make two views, optimise.  Graphed:
+        ``idx`` is copied into a fixed buffer and the graph replayed."""
+        if self.use_graphs:
+            if self._idx is None:
+                self._idx = idx.clone()
+            else:
+                self._idx.copy_(idx)
+        return self._step(progress, lambda: self._optimise(*self.views(aug, x_all[idx], gen)), "batch",
+                          lambda: self._optimise(*self.views(aug, x_all[self._idx], gen), cache=False),
+                          (gen,) if gen is not None else ())

@@ -109,6 +109,7 @@ class Cell:
                         "n": len(data), "n_classes": data.n_classes, "image_size": data.image_size,
                         "channels": data.channels, **({"variant": data.variant} if data.variant else {})},
             "train_split": self.train_split,
+            **({"linear_probe": self._linear_identity()["linear_probe"]} if self.train_split != "all" else {}),
             "seed": self.seed,
             "budget": self.budget.to_dict() if self.deep else {},
             "protocols_requested": list(self.protocols),

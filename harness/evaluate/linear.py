@@ -145,7 +145,7 @@ def sgd_probe(method: Method, data: ImageData, probe: LinearProbe, seed: int) ->
         pred = head(test_feats.to(device).float()).argmax(1).cpu().numpy()
     acc = float((pred == data.y[test]).mean())
     return {"accuracy": acc, "trained_on": "train", "probe": "sgd", "augmented": embed is not None,
-            "n_train": len(train), "n_test": len(test), **probe.to_dict()}
+            "n_train": len(train), "n_test": len(test), "epochs": probe.epochs}
 
 
 def _augmented_embedder(method: Method, trained: Any, probe: LinearProbe, seed: int):

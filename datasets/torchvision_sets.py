@@ -10,6 +10,13 @@ STL-10); this module finds them, checks the labels and turns train + test into o
 - ``mnist`` / ``fashion-mnist``: ``<root>/MNIST/raw/`` / ``<root>/FashionMNIST/raw/``; idx
   files found only as ``.gz`` are unpacked beside them first, as torchvision's downloader does
 
+``path=DIR_OR_ARCHIVE`` reads the benchmark from an image folder or ``.tar(.gz)`` instead
+(``train/<class>/``, ``test/<class>/``, the class folders named as the benchmark's classes;
+see ``_named``): the dataset keeps its name, so its tables and paper rows are the
+benchmark's, and ``variant=`` (or a known digest) says how the files differ from the
+originals.  Not for ``cifar100-20`` (its folders would be 100 fine classes) or
+``fashion-mnist`` (class names with ``/``).
+
 Nothing is downloaded unless the option ``download=true`` is given.  Train images come
 first, then test images; ``train_mask`` marks the training split.  The default
 ``split=all`` is what the clustering papers (DAC, CC, SCAN...) cluster: 60,000 CIFAR
@@ -18,6 +25,7 @@ images and 13,000 labelled STL-10 images.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import zlib
 from dataclasses import dataclass
@@ -27,6 +35,7 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from clusterbench import ConfigError, DataError, ImageData, atomic_write_bytes, hookimpl, param
+from clusterbench.datasets._named import known_variant, read_named_folder
 from clusterbench.datasets._split import SplitDataset
 
 __all__ = ["TorchvisionSet", "Cifar10", "Cifar100Superclasses", "Stl10", "Mnist", "FashionMnist",
@@ -81,10 +90,17 @@ class TorchvisionSet(SplitDataset):
     label_files: ClassVar[tuple[str, str]] = ("", "")  # where errors say the train / test labels are
     class_names: ClassVar[tuple[str, ...]]  # used unless torchvision found n_classes names in the files
     names_in_files: ClassVar[bool] = True
+    from_folder: ClassVar[bool] = True  # path= may give an image folder / archive of class_names folders
+    folder_mode: ClassVar[str] = "RGB"
+    io_options = ("download", "variant")
 
     @dataclass(frozen=True)
     class Options(SplitDataset.Options):
         download: bool = param(False, "fetch missing files with torchvision's downloader (needs network)")
+        path: str = param("", "read an image folder or .tar(.gz) (train/<class>/, test/<class>/) instead of "
+                          "torchvision's files: as given, else under --data-root")
+        variant: str = param("", "how the files differ from the originals (e.g. 'JPEG re-encode'), shown in "
+                             "captions; default: from a known archive or data digest")
 
     def tv_root(self) -> Path:
         """The root torchvision is given: ``--data-root``, or its parent when it is the dataset folder itself."""
@@ -160,12 +176,29 @@ class TorchvisionSet(SplitDataset):
         names = found if self.names_in_files and len(found) == self.n_classes else self.class_names
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), is_train, names
 
+    def load_folder(self) -> ImageData:
+        """The benchmark from ``path=``: its class folders checked, labelled in its own order."""
+        if not self.from_folder:
+            raise ConfigError(f"dataset {self.name!r} cannot be read from an image folder (path=); "
+                              f"use torchvision's files under --data-root, or imagefolder[path=...]")
+        path = self.opt_path("path", f"{self.name}.tar.gz")
+        if not path.exists():
+            raise self.missing(path, "image folder", "pass a directory or .tar.gz of train/<class>/ and "
+                               "test/<class>/ images")
+        x, y, is_train = read_named_folder(self.name, path, self.class_names, self.folder_mode)
+        data = self.finish(x, y, int(self.n_classes), is_train, self.class_names, str(path))
+        variant = self.opts.variant or known_variant(path, data.digest()) or "image files, unverified"
+        return dataclasses.replace(data, variant=variant)
+
     def load(self) -> ImageData:
+        if self.opts.path:
+            return self.load_folder()
         if self.opts.download and self.missing_file() is not None:
             self.download()
         self.check_files()
         x, y, is_train, names = self.read()
-        return self.finish(x, y, int(self.n_classes), is_train, names, str(self.data_dir()))
+        data = self.finish(x, y, int(self.n_classes), is_train, names, str(self.data_dir()))
+        return dataclasses.replace(data, variant=self.opts.variant) if self.opts.variant else data
 
 
 class Cifar10(TorchvisionSet):
@@ -193,6 +226,7 @@ class Cifar100Superclasses(TorchvisionSet):
     required = ("train", "test", "meta")
     label_files = ("train", "test")
     class_names = tuple(str(i) for i in range(20))
+    from_folder = False  # an image folder of CIFAR-100 holds the 100 fine classes, which are not mapped here
 
     def reader(self) -> Any:
         base = super().reader()  # the same files, with the meta file's superclass names as `classes`
@@ -244,6 +278,7 @@ class Mnist(TorchvisionSet):
     class_names = tuple(str(i) for i in range(10))
     names_in_files = False  # torchvision's are "0 - zero", ...
     gz = True
+    folder_mode = "L"
 
     def arrays(self, tv: Any, where: Path) -> tuple[np.ndarray, np.ndarray]:
         x = tv.data.numpy()[..., None]
@@ -278,6 +313,7 @@ class FashionMnist(Mnist):
                    "(train+test); torchvision layout under --data-root")
     tv_name, folder = "FashionMNIST", "FashionMNIST/raw"
     class_names = FASHION_CLASSES
+    from_folder = False  # "T-shirt/top" cannot be a folder name
 
 
 @hookimpl

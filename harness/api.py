@@ -26,7 +26,16 @@ from clusterbench.errors import ConfigError, DataError, PluginError
 if TYPE_CHECKING:  # pragma: no cover
     from clusterbench.context import RunContext
 
+#: How faithfully a method follows its paper (``Method.provenance``), strongest first.
+#: ``unspecified``: the plugin does not say (a third-party default); reports treat it like a
+#: reconstruction (marked, no reproduction gap), so an undeclared method never looks like a reproduction.
+PROVENANCE = ("official-code", "paper-text", "reconstruction", "unspecified")
+#: The provenances whose numbers may be compared with the paper's (a reproduction gap Δ).
+FAITHFUL = ("official-code", "paper-text")
+
 __all__ = [
+    "PROVENANCE",
+    "FAITHFUL",
     "ImageData",
     "Dataset",
     "Method",
@@ -68,6 +77,7 @@ class ImageData:
     name: str
     class_names: tuple[str, ...] = ()
     train_mask: np.ndarray | None = None
+    variant: str | None = None  # how the data differs from the original files ("JPEG re-encode"); None: it does not
 
     def __post_init__(self) -> None:
         x, y = self.x, self.y
@@ -244,6 +254,9 @@ class Method(abc.ABC):
     description: ClassVar[str]
     version: ClassVar[str] = "1"  # bump to invalidate finished runs of older code
     paper: ClassVar[str | None] = None  # citation shown in reports
+    # How faithfully the plugin follows the paper (one of PROVENANCE) and one sentence saying on what.
+    provenance: ClassVar[str] = "unspecified"
+    provenance_note: ClassVar[str] = ""
     Params: ClassVar[type]
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     protocols: ClassVar[tuple[str, ...]] = ("head",)  # evaluation protocols this method supports
@@ -259,6 +272,9 @@ class Method(abc.ABC):
         """Raise :class:`PluginError` (one line) if this class breaks the method contract:
         checked when the plugin registers, so a malformed plugin never reaches a cell."""
         _check_plugin_class(cls, "method", ("description",))
+        if cls.provenance not in PROVENANCE or not isinstance(cls.provenance_note, str):
+            raise PluginError(f"method {cls.name!r}: provenance {cls.provenance!r} is not one of "
+                              f"{', '.join(PROVENANCE)} (with provenance_note, one sentence, a str)")
         params = getattr(cls, "Params", None)
         if not (isinstance(params, type) and dataclasses.is_dataclass(params)):
             raise PluginError(f"method {cls.name!r} ({cls.__qualname__}) has no `Params` dataclass")

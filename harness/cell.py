@@ -3,7 +3,10 @@
 :meth:`Cell.identity` is what the run id hashes (everything that determines the result);
 :meth:`Cell.record_header` is what the record says about the cell before it runs.  A
 method the engine does not train (``deep = False``) ignores the budget and the engine
-settings, so neither is part of its identity.
+settings, so neither is part of its identity.  A linear-evaluation cell
+(``train_split="train"``, see :mod:`clusterbench.evaluate.linear`) pretrains on the
+training split only; its split and probe settings join the identity (only there, so the
+run ids of the clustering cells are unchanged).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any, Sequence
 
 from clusterbench.api import Dataset, ImageData, Method
 from clusterbench.budget import Budget
+from clusterbench.evaluate.linear import LinearProbe
 from clusterbench.evaluate.protocols import check_protocols
 from clusterbench.plugins import PluginRef
 from clusterbench.results.schema import SCHEMA_VERSION
@@ -38,6 +42,8 @@ class Cell:
     budget: Budget
     settings: EngineSettings
     protocols: tuple[str, ...]
+    train_split: str = "all"  # "train": a linear cell, pretrained on the training split only
+    probe: LinearProbe | None = None  # the SGD linear probe's settings (linear cells)
 
     @classmethod
     def of(cls, method: Method, ref: PluginRef, dataset: Dataset, digest: str, seed: int, budget: Budget,
@@ -69,7 +75,17 @@ class Cell:
             "budget": self.budget.to_dict() if self.deep else {},
             "protocols": list(self.protocols),
             "engine": self.settings.identity() if self.deep else {},
+            **self._linear_identity(),
         }
+
+    def _linear_identity(self) -> dict[str, Any]:
+        if self.train_split == "all":
+            return {}
+        return {"train_split": self.train_split, "linear_probe": (self.probe or LinearProbe()).to_dict()}
+
+    def fit_data(self, data: ImageData) -> ImageData:
+        """The images ``fit`` may see: all of them, or the training split of a linear cell."""
+        return data if self.train_split == "all" else data.subset(data.train_mask)
 
     @cached_property
     def run_id(self) -> str:
@@ -86,10 +102,14 @@ class Cell:
             "method_provider": provider,
             "method_spec": str(self.ref),
             "paper": cls.paper,
+            "method_provenance": cls.provenance,
+            "method_provenance_note": cls.provenance_note,
             "params": self.method.params_dict(),
             "dataset": {**self.dataset.identity(), "io_options": self.dataset.io_identity(), "digest": self.digest,
                         "n": len(data), "n_classes": data.n_classes, "image_size": data.image_size,
-                        "channels": data.channels},
+                        "channels": data.channels, **({"variant": data.variant} if data.variant else {})},
+            "train_split": self.train_split,
+            **({"linear_probe": self._linear_identity()["linear_probe"]} if self.train_split != "all" else {}),
             "seed": self.seed,
             "budget": self.budget.to_dict() if self.deep else {},
             "protocols_requested": list(self.protocols),

@@ -69,12 +69,11 @@ def _compile_default(flag: bool | None, device: str) -> bool:
 def cmd_list(args: argparse.Namespace) -> int:
     reg = _registry(args)
     if args.what in ("methods", "all"):
-        rows = [(n, c.description, ", ".join(c.protocols), "yes" if c.deep else "", reg.provider("method", n))
-                for n, c in sorted(reg.methods.items())]
-        print("Methods\n" + tabulate(rows, headers=["name", "description", "protocols", "deep", "provider"]))
+        rows = [(n, c.description, ", ".join(c.protocols), "yes" if c.deep else "", c.provenance,
+                 reg.provider("method", n)) for n, c in sorted(reg.methods.items())]
+        print("Methods\n" + tabulate(rows, headers="name description protocols deep provenance provider".split()))
     if args.what in ("datasets", "all"):
-        rows = [(n, c.description, c.n_classes or "?", reg.provider("dataset", n))
-                for n, c in sorted(reg.datasets.items())]
+        rows = [(n, c.description, c.n_classes or "?", reg.provider("dataset", n)) for n, c in sorted(reg.datasets.items())]
         print("\nDatasets\n" + tabulate(rows, headers=["name", "description", "classes", "provider"]))
     if reg.failed:
         print(f"\nPlugins that failed to import: {_failures(reg)}")
@@ -85,7 +84,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     reg = _registry(args)
     cls = reg.method(args.name)
     print(f"{cls.name}: {cls.description}\npaper: {cls.paper or '-'}\nversion: {cls.version}\n"
-          f"protocols: {', '.join(cls.protocols)}\nprovider: {reg.provider('method', cls.name)}\n")
+          f"protocols: {', '.join(cls.protocols)}\nprovider: {reg.provider('method', cls.name)}\n"
+          f"provenance: {cls.provenance}" + (f" ({cls.provenance_note})" if cls.provenance_note else "") + "\n")
     rows = [(f.name, f.default, f.metadata.get("doc", ""), f.metadata.get("source") or "harness choice")
             for f in dataclasses.fields(cls.Params)]
     print(tabulate(rows, headers=["parameter", "default", "meaning", "source"]))
@@ -103,7 +103,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     methods = args.methods or sorted(n for n, c in reg.methods.items() if c.quick)
     if not methods:
         raise ConfigError("no methods selected and no quick method installed")
-    grid = plan_grid(reg, methods, args.datasets or [DEFAULT_DATASET], args.data_root, args.protocols)
+    grid = plan_grid(reg, methods, args.datasets or [DEFAULT_DATASET], args.data_root, args.protocols, args.linear)
     settings = _engine_settings(args)
     store = ResultsStore(args.results)  # after every check: a typo writes nothing
     result = grid.run(args.seeds, budget, store, settings, force=args.force, reporter=Reporter(quiet=args.quiet))
@@ -202,7 +202,8 @@ def _add_run(sub: Any, engine: argparse.ArgumentParser) -> None:
                      f"epochs=, steps=, images=, minutes= (default: {DEFAULT_BUDGET})")
     run.add_argument("--results", default=DEFAULT_RESULTS, help=f"results directory (default: {DEFAULT_RESULTS})")
     run.add_argument("--data-root", help="where dataset files are (torchvision layouts, image folders)")
-    run.add_argument("--protocols", nargs="+", metavar="P", help="evaluation protocols: head kmeans linear")
+    run.add_argument("--protocols", nargs="+", metavar="P", help="head kmeans; linear linear-logreg: one more cell")
+    run.add_argument("--linear", nargs="+", metavar="KEY=VALUE", help="the linear probe: epochs=100 lr=0.1 ...")
     run.add_argument("--eval-every", type=int, default=0, metavar="EPOCHS",
                      help="epochs between ACC/NMI points on the learning curve (default: about 10 points)")
     run.add_argument("--force", action="store_true", help="rerun cells that already finished")

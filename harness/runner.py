@@ -21,6 +21,7 @@ from clusterbench.budget import Budget
 from clusterbench.cell import Cell
 from clusterbench.context import RunContext
 from clusterbench.errors import DataError, TrainingDiverged
+from clusterbench.evaluate.linear import LINEAR_PROTOCOLS, LinearProbe, check_test_split
 from clusterbench.evaluate.metrics import evaluate
 from clusterbench.evaluate.protocols import check_protocols, run_protocols
 from clusterbench.plugins import PluginRef, Registry
@@ -94,8 +95,9 @@ def run_cell(registry: Registry, cell: Cell, data: ImageData, store: ResultsStor
         record = cell.record_header(data, registry.provider("method", outcome.method))
         seed_everything(cell.seed)
         _reset_peak(cell.settings.device)
+        seen = cell.fit_data(data)  # a linear cell's method never sees the test split
         ctx = RunContext(seed=cell.seed, budget=cell.budget, settings=cell.settings, run_dir=store.run_dir(rid),
-                         evaluate=lambda labels: evaluate(data.y, labels), progress=progress)
+                         evaluate=lambda labels: evaluate(seen.y, labels), progress=progress)
         try:
             fields, labels = _fit_and_score(cell, data, ctx)
         except KeyboardInterrupt:
@@ -111,10 +113,11 @@ def run_cell(registry: Registry, cell: Cell, data: ImageData, store: ResultsStor
 def _fit_and_score(cell: Cell, data: ImageData, ctx: RunContext) -> tuple[dict[str, Any], Any]:
     """Fit on the unlabelled images, score every protocol: the done record's fields and the labels."""
     wall = time.perf_counter()
-    stats = cell.method.fit(data.without_labels(), ctx)
+    seen = cell.fit_data(data)
+    stats = cell.method.fit(seen.without_labels(), ctx)
     fit_seconds = time.perf_counter() - wall
-    results, labels, infer_ips = run_protocols(cell.method, data, list(cell.protocols), cell.seed)
-    stats = stats or TrainStats(train_seconds=fit_seconds, images_seen=len(data))
+    results, labels, infer_ips = run_protocols(cell.method, data, list(cell.protocols), cell.seed, cell.probe)
+    stats = stats or TrainStats(train_seconds=fit_seconds, images_seen=len(seen))
     cost = {
         "train_seconds": stats.train_seconds,
         "fit_seconds": fit_seconds,
@@ -179,7 +182,12 @@ class GridMethod:
 
     ref: PluginRef
     template: Method  # parameters resolved; each cell fits its own copy (see :meth:`fresh`)
-    protocols: tuple[str, ...]
+    protocols: tuple[str, ...]  # the clustering cell's (none: no clustering cell)
+    linear: tuple[str, ...] = ()  # the linear cell's, pretrained on the training split (none: no such cell)
+
+    def cells(self) -> list[tuple[tuple[str, ...], str]]:
+        """(protocols, train_split) of each cell this entry makes per dataset and seed."""
+        return [(p, split) for p, split in ((self.protocols, "all"), (self.linear, "train")) if p]
 
     def fresh(self) -> Method:
         """A new instance for one cell: ``fit`` keeps its model on the instance."""
@@ -193,19 +201,21 @@ class Grid:
     registry: Registry
     methods: tuple[GridMethod, ...]
     datasets: tuple[tuple[PluginRef, Dataset], ...]
+    probe: LinearProbe = LinearProbe()
 
     def run(self, seeds: Sequence[int], budget: Budget, store: ResultsStore, settings: EngineSettings, *,
             force: bool = False, reporter: GridObserver | None = None) -> GridResult:
         """Every cell; each dataset is loaded once, each cell fits a fresh method instance."""
         reporter = reporter or Silent()
         result = GridResult()
-        reporter.start(len(self.methods) * len(self.datasets) * len(seeds))
+        reporter.start(sum(len(m.cells()) for m in self.methods) * len(self.datasets) * len(seeds))
         for ref, ds in self.datasets:
             data, digest = self._load(ref, ds, reporter)
-            for m in self.methods:
+            for m, (protocols, split) in ((m, c) for m in self.methods for c in m.cells()):
                 for seed in seeds:
-                    cell = Cell(m.fresh(), m.ref, ds, digest, seed, budget, settings, m.protocols)
-                    label = f"{m.ref} on {ds.name} seed {seed}"
+                    cell = Cell(m.fresh(), m.ref, ds, digest, seed, budget, settings, protocols, split,
+                                self.probe if split == "train" else None)
+                    label = f"{m.ref} on {ds.name} seed {seed}" + (" (linear, train split)" if split == "train" else "")
                     outcome = run_cell(self.registry, cell, data, store, force=force,
                                        progress=reporter.cell_progress(label))
                     reporter.cell_done(label, outcome)
@@ -224,28 +234,36 @@ class Grid:
             if k > len(data):
                 raise DataError(f"dataset {str(ref)!r} has {len(data)} images, fewer than K={k} clusters "
                                 f"(the clusters {m.ref} is asked to make)")
+            if m.linear:
+                check_test_split(data, f"protocol {m.linear[0]} of {m.ref}")
         return data, data.digest()
 
 
 def plan_grid(registry: Registry, method_names: Sequence[str], dataset_names: Sequence[str],
-              data_root: str | None = None, protocols: Sequence[str] | None = None) -> Grid:
-    """Check every name and option before anything is written or the first long job starts."""
+              data_root: str | None = None, protocols: Sequence[str] | None = None,
+              probe: LinearProbe | Sequence[str] | None = None) -> Grid:
+    """Check every name and option before anything is written or the first long job starts.
+
+    A method asked for a linear protocol gets a second cell for it (see :class:`GridMethod`);
+    ``probe``: its settings, or ``--linear``'s ``KEY=VALUE`` items."""
+    probe = probe if isinstance(probe, LinearProbe) else LinearProbe.parse(probe)
     methods = []
     for ref in registry.method_refs(method_names):
         template = registry.make_method(ref)
         chosen = check_protocols(type(template), list(protocols) if protocols else None)
-        methods.append(GridMethod(ref, template, tuple(chosen)))
+        methods.append(GridMethod(ref, template, tuple(p for p in chosen if p not in LINEAR_PROTOCOLS),
+                                  tuple(p for p in chosen if p in LINEAR_PROTOCOLS)))
     datasets = []
     for text in dataset_names:
         ref = PluginRef.parse(text)
         datasets.append((ref, registry.make_dataset(ref, data_root)))
-    return Grid(registry, tuple(methods), tuple(datasets))
+    return Grid(registry, tuple(methods), tuple(datasets), probe)
 
 
 def run_grid(registry: Registry, method_names: Sequence[str], dataset_names: Sequence[str], seeds: Sequence[int],
              budget: Budget, store: ResultsStore, settings: EngineSettings, *, data_root: str | None = None,
              protocols: Sequence[str] | None = None, force: bool = False,
-             reporter: GridObserver | None = None) -> GridResult:
+             reporter: GridObserver | None = None, probe: LinearProbe | Sequence[str] | None = None) -> GridResult:
     """:func:`plan_grid` then :meth:`Grid.run`, in one call."""
-    grid = plan_grid(registry, method_names, dataset_names, data_root, protocols)
+    grid = plan_grid(registry, method_names, dataset_names, data_root, protocols, probe)
     return grid.run(seeds, budget, store, settings, force=force, reporter=reporter)

@@ -62,6 +62,8 @@ class CC(CCObjective, DeepMethod):
     name = "cc"
     description = "Contrastive Clustering: instance- and cluster-level contrast (Li et al., AAAI 2021)"
     paper = PAPER
+    provenance = "official-code"
+    provenance_note = "checked item by item against Yunfan-Li/Contrastive-Clustering (config, modules, train.py)"
     version = "1"
 
     @dataclass(frozen=True)

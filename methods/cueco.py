@@ -239,6 +239,8 @@ class CueCo(DeepMethod):
     name = "cueco"
     description = "Cluster Contrast: MoCo-style query/key contrast plus centroid clustering (ICIP 2025)"
     paper = PAPER + " (arXiv 2507.12359)"
+    provenance = "reconstruction"
+    provenance_note = "no paper method section or code readable: MoCo v2+ and SwAV-style centroids after solo-learn"
     version = "1"
     # K learnable centroids with K = n_clusters: the head protocol is the argmax of the
     # query's similarity to them; kmeans and linear use the backbone features.

@@ -24,6 +24,8 @@ class KMeansPixels(Method):
     name = "kmeans"
     description = "k-means (faiss, seeded restarts) on raw pixels"
     paper = "MacQueen 1967; Johnson et al., faiss, 2019"
+    provenance = "paper-text"
+    provenance_note = "the textbook k-means (Lloyd iterations from random starts, best of nredo) as faiss implements it"
     quick = True
     transductive = True
     protocols = ("head",)
@@ -54,6 +56,7 @@ class KMeansPCA(KMeansPixels):
     name = "kmeans-pca"
     description = "k-means (faiss) on PCA-reduced pixels"
     paper = "Ding & He, 'K-means clustering via principal component analysis', ICML 2004"
+    provenance_note = "k-means on a PCA projection of the pixels, as the paper's method describes"
 
     @dataclass(frozen=True)
     class Params(KMeansPixels.Params):

@@ -191,6 +191,8 @@ class TCC(DeepMethod):
     name = "tcc"
     description = "Twin-Contrast Clustering: cluster- and instance-level contrast linked by Gumbel-softmax assignments"
     paper = PAPER
+    provenance = "reconstruction"
+    provenance_note = "no paper method section or official code readable: a TCC-like design from the abstract"
     version = "1"
 
     @dataclass(frozen=True)

@@ -253,6 +253,8 @@ class VTCC(CCObjective, DeepMethod):
     name = "vtcc"
     description = "Vision Transformer for Contrastive Clustering: CC's losses on a conv-stem ViT (Ling et al.)"
     paper = PAPER
+    provenance = "official-code"
+    provenance_note = "checked item by item against JackKoLing/VTCC (ViT, conv stem, transforms, losses)"
     version = "1"
     # ImageNet normalisation of the input, in training and at test time (official transform.py)
     input_mean = IMAGENET_MEAN

@@ -142,24 +142,32 @@ def check_fit_predict_features(cls, tmp_path: Path) -> None:
         assert np.isfinite(feats).all(), f"{cls.name}: features are not all finite"
 
 
-def run_cli(name: str, results: Path, plugin_args: tuple[str, ...] = ()) -> dict:
-    """``clusterbench run`` of the method's smoke preset on the tiny data; the one record it wrote."""
-    rc = main([*plugin_args, "run", "--methods", f"{name}[preset=smoke]", "--datasets", DATA_SPEC, "--seeds", "0",
-               "--budget", f"steps={STEPS}", "--device", "cpu", "--results", str(results), "--quiet"])
-    assert rc == 0, f"clusterbench run of {name} exited {rc}"
-    records = list(ResultsStore(results, create=False).iter_records())
-    assert len(records) == 1, f"expected one record, found {len(records)}"
-    return records[0]
+def run_cli(cls, results: Path, plugin_args: tuple[str, ...] = ()) -> dict:
+    """``clusterbench run`` of the method's smoke preset on the tiny data, every protocol it declares;
+    its records by train split: ``all`` (the clustering cell), ``train`` (the linear cell, if any)."""
+    rc = main([*plugin_args, "run", "--methods", f"{cls.name}[preset=smoke]", "--datasets", DATA_SPEC, "--seeds",
+               "0", "--budget", f"steps={STEPS}", "--device", "cpu", "--results", str(results), "--quiet",
+               "--protocols", *cls.protocols, "--linear", "epochs=2"])
+    assert rc == 0, f"clusterbench run of {cls.name} exited {rc}"
+    records = {r["train_split"]: r for r in ResultsStore(results, create=False).iter_records()}
+    expected = {"all"} if set(cls.protocols) <= {"head", "kmeans"} else {"train"} if \
+        set(cls.protocols) <= {"linear", "linear-logreg"} else {"all", "train"}
+    assert set(records) == expected, f"expected cells {sorted(expected)}, found {sorted(records)}"
+    return records
 
 
-def check_record(cls, rec: dict, results: Path) -> np.ndarray:
-    """The record validates, is finished, scores every protocol in range; its labels load."""
+def check_record(cls, rec: dict, results: Path) -> np.ndarray | None:
+    """The record validates, is finished, scores every protocol in range; its labels load
+    (a linear cell has none: it pretrained on the training split, ``trained_on`` says so)."""
     source = str(results / "runs" / rec["run_id"] / "record.json")
     assert validate_record(rec, source) is not None
     assert rec["status"] == "done", f"{cls.name}: status {rec['status']!r} ({(rec.get('error') or {}).get('reason')})"
     assert rec["method"] == cls.name and rec["seed"] == 0 and rec["dataset"]["name"] == "synthetic"
-    assert rec["protocols_requested"] == list(cls.protocols)
-    assert set(rec["protocols"]) == set(cls.protocols), f"{cls.name}: scored {sorted(rec['protocols'])}"
+    linear = rec["train_split"] == "train"
+    wanted = [p for p in cls.protocols if (p in ("linear", "linear-logreg")) == linear]
+    assert rec["protocols_requested"] == wanted
+    assert set(rec["protocols"]) == set(wanted), f"{cls.name}: scored {sorted(rec['protocols'])}"
+    assert rec["method_provenance"] == cls.provenance
     for proto, metrics in rec["protocols"].items():
         for key in SCORED[proto]:
             value = metrics[key]
@@ -168,6 +176,10 @@ def check_record(cls, rec: dict, results: Path) -> np.ndarray:
             assert lo <= value <= 1.0, f"{cls.name}: {proto}.{key}={value} out of range"
     if cls.deep:  # trained under the run's budget
         assert rec["stats"]["steps"] == STEPS, f"{cls.name}: {rec['stats'].get('steps')} steps, budget {STEPS}"
+    if linear:
+        assert all(m["trained_on"] == "train" for m in rec["protocols"].values())
+        assert rec["stats"]["images_seen"] <= STEPS * 2 * N  # never the test images' epochs
+        return None
     labels = ResultsStore(results, create=False).load_labels(rec, N)
     assert labels.shape == (N,) and np.issubdtype(labels.dtype, np.integer)
     k = int(rec["params"].get("n_clusters") or K)
@@ -177,14 +189,17 @@ def check_record(cls, rec: dict, results: Path) -> np.ndarray:
 
 def check_cli_record_and_seeded_rerun(cls, tmp_path: Path, plugin_args: tuple[str, ...] = ()) -> None:
     """Two runs of the same cell into two results directories: same run id, same labels, same scores."""
-    rec_a = run_cli(cls.name, tmp_path / "a", plugin_args)
-    labels_a = check_record(cls, rec_a, tmp_path / "a")
-    rec_b = run_cli(cls.name, tmp_path / "b", plugin_args)
-    labels_b = check_record(cls, rec_b, tmp_path / "b")
-    assert rec_a["run_id"] == rec_b["run_id"]
-    np.testing.assert_array_equal(labels_a, labels_b, err_msg=f"{cls.name}: same seed, different labels")
-    for proto, metrics in rec_a["protocols"].items():
-        assert rec_b["protocols"][proto] == pytest.approx(metrics), f"{cls.name}: {proto} differs between reruns"
+    runs_a = run_cli(cls, tmp_path / "a", plugin_args)
+    runs_b = run_cli(cls, tmp_path / "b", plugin_args)
+    for split, rec_a in runs_a.items():
+        rec_b = runs_b[split]
+        labels_a = check_record(cls, rec_a, tmp_path / "a")
+        labels_b = check_record(cls, rec_b, tmp_path / "b")
+        assert rec_a["run_id"] == rec_b["run_id"]
+        if labels_a is not None:
+            np.testing.assert_array_equal(labels_a, labels_b, err_msg=f"{cls.name}: same seed, different labels")
+        for proto, metrics in rec_a["protocols"].items():
+            assert rec_b["protocols"][proto] == pytest.approx(metrics), f"{cls.name}: {proto} differs between reruns"
 
 
 def check_method_contract(cls, tmp_path: Path, plugin_args: tuple[str, ...] = ()) -> None:

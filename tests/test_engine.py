@@ -146,7 +146,7 @@ def test_engine_failure_recorded_and_grid_goes_on(tmp_path):
     failed = json.loads(store.record_path(result.outcomes[0].run_id).read_text())
     assert failed["status"] == "failed" and "loss became nan" in failed["error"]["reason"]
     done = json.loads(store.record_path(result.outcomes[1].run_id).read_text())
-    assert set(done["protocols"]) == {"head", "kmeans", "linear"}
+    assert set(done["protocols"]) == {"head", "kmeans"}  # linear only when asked for: it is a cell of its own
     assert done["cost"]["train_images_per_s"] > 0 and done["curve"]
 
 

@@ -35,6 +35,7 @@ class Curvy(Method):
     name = "curvy"
     description = "test: labels from the data's own order, with an engine-like learning curve"
     deep = True  # trained under the run's budget, as far as records go
+    provenance = "paper-text"  # its paper rows get a Δ (test_provenance.py covers the others)
 
     @dataclass(frozen=True)
     class Params:

@@ -3,9 +3,12 @@
 - ``head``: the method's own cluster assignment (argmax of a cluster head, or k-means
   labels for the baselines), scored with ACC/NMI/ARI.
 - ``kmeans``: k-means (faiss) on the method's features, with K = the number of classes.
-- ``linear``: a linear probe (multinomial logistic regression) trained on the features of
-  the training split and scored on the test split: classification accuracy, reported in
-  its own column (CueCo's protocol).  It uses labels, so it is never a clustering metric.
+- ``linear`` / ``linear-logreg``: linear evaluation (:mod:`clusterbench.evaluate.linear`):
+  classification accuracy of a linear classifier trained on the training split's frozen
+  features and scored on the test split, in a cell whose pretraining saw the training split
+  only.  It uses labels, so it is never a clustering metric; a method that supports
+  ``linear`` supports both variants.  They run only when asked for (``--protocols``): each
+  is an extra cell, trained again.
 """
 
 from __future__ import annotations
@@ -18,25 +21,28 @@ import numpy as np
 
 from clusterbench.api import ConfigError, ImageData, Method
 from clusterbench.evaluate.faiss_kmeans import kmeans
+from clusterbench.evaluate.linear import LINEAR_PROTOCOLS, LinearProbe, logreg_probe, sgd_probe
 from clusterbench.evaluate.metrics import evaluate
 from clusterbench.seeding import derived_seed
 
-PROTOCOLS = ("head", "kmeans", "linear")
+PROTOCOLS = ("head", "kmeans") + LINEAR_PROTOCOLS
 
 
 def check_protocols(method: type[Method], requested: list[str] | None) -> list[str]:
-    """The protocols to run for a method: its own list, or the requested subset of it.
+    """The protocols to run for a method: its own list (less the linear ones, which are an
+    extra cell each: asked for, never by default), or the requested subset of it.
 
     A requested protocol the method does not support is skipped with a warning; if none is
     supported, the method's first protocol runs instead (so every cell is scored), also warned.
     """
     if not requested:
-        return list(method.protocols)
+        return [p for p in method.protocols if p not in LINEAR_PROTOCOLS] or list(method.protocols[:1])
     for p in requested:
         if p not in PROTOCOLS:
             raise ConfigError(f"unknown protocol {p!r}; protocols: {', '.join(PROTOCOLS)}")
-    chosen = [p for p in requested if p in method.protocols]
-    dropped = [p for p in requested if p not in method.protocols]
+    supported = set(method.protocols) | (set(LINEAR_PROTOCOLS) if "linear" in method.protocols else set())
+    chosen = [p for p in requested if p in supported]
+    dropped = [p for p in requested if p not in supported]
     if dropped:
         instead = "" if chosen else f"; running its {method.protocols[0]!r} protocol instead"
         warnings.warn(f"method {method.name!r} does not support protocol(s) {', '.join(dropped)} (it supports "
@@ -44,32 +50,19 @@ def check_protocols(method: type[Method], requested: list[str] | None) -> list[s
     return chosen or list(method.protocols[:1])
 
 
-def linear_probe(features: np.ndarray, data: ImageData, seed: int) -> float:
-    """Accuracy of a logistic-regression probe on frozen, standardised features."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
-    if data.train_mask is not None and data.train_mask.any() and (~data.train_mask).any():
-        train, test = data.train_mask, ~data.train_mask
-    else:  # no official split: a seeded 80/20 split
-        rng = np.random.default_rng(seed)
-        train = np.zeros(len(data), dtype=bool)
-        train[rng.permutation(len(data))[: int(0.8 * len(data))]] = True
-        test = ~train
-    scaler = StandardScaler().fit(features[train])
-    clf = LogisticRegression(max_iter=1000, random_state=seed)
-    clf.fit(scaler.transform(features[train]), data.y[train])
-    return float((clf.predict(scaler.transform(features[test])) == data.y[test]).mean())
-
-
-def run_protocols(method: Method, data: ImageData, protocols: list[str], seed: int) -> tuple[dict[str, dict[str, Any]], np.ndarray, float]:
-    """Score a fitted method.  Returns per-protocol metrics, the primary labels and the
-    inference throughput (images/s of the method's own predict/features calls)."""
+def run_protocols(method: Method, data: ImageData, protocols: list[str], seed: int,
+                  probe: LinearProbe | None = None) -> tuple[dict[str, dict[str, Any]], np.ndarray, float]:
+    """Score a fitted method.  Returns per-protocol metrics, the primary labels (None when
+    only linear protocols ran) and the inference throughput (images/s of the method's own
+    predict/features calls).  ``probe``: the SGD linear probe's settings."""
     results: dict[str, dict[str, Any]] = {}
     primary_labels: np.ndarray | None = None
     infer_seconds, infer_images = 0.0, 0
     feats: np.ndarray | None = None
     for proto in protocols:
+        if proto == "linear":
+            results["linear"] = sgd_probe(method, data, probe or LinearProbe(), derived_seed(seed, "linear"))
+            continue
         if proto == "head":
             t = time.perf_counter()
             labels = np.asarray(method.predict(data))
@@ -89,8 +82,8 @@ def run_protocols(method: Method, data: ImageData, protocols: list[str], seed: i
             if proto == "kmeans":
                 labels = kmeans(feats, data.n_classes, seed=derived_seed(seed, "protocol-kmeans"))
                 results["kmeans"] = evaluate(data.y, labels)
-            elif proto == "linear":
-                results["linear"] = {"accuracy": linear_probe(feats, data, derived_seed(seed, "linear"))}
+            elif proto == "linear-logreg":
+                results[proto] = logreg_probe(feats, data, derived_seed(seed, "linear"))
                 continue
         if primary_labels is None:
             primary_labels = labels

@@ -50,6 +50,8 @@ def html_table(table: Table) -> str:
     if table.citations:
         cites = "<p class=\"meta\">" + "<br>".join(
             f"[{i}] {e(c)}" for i, c in enumerate(table.citations, 1)) + "</p>"
+    if table.notes:
+        cites += '<p class="meta provenance">' + "<br>".join(e(n) for n in table.notes) + "</p>"
     return (f"<table><caption>{e(table.caption)}</caption><thead><tr>{head}</tr></thead>"
             f"<tbody>{''.join(body)}</tbody></table>{cites}")
 

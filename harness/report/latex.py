@@ -6,7 +6,8 @@ from clusterbench.report.leaderboard import Table
 
 _LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "{": r"\{", "}": r"\}",
           "$": r"\$", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "Δ": r"$\Delta$", "±": r"$\pm$",
-          "→": r"$\to$", "–": "--", "−": "-"}
+          "→": r"$\to$", "–": "--", "−": "-",
+          "†": r"\textsuperscript{\dag}", "‡": r"\textsuperscript{\ddag}"}
 
 
 def latex_escape(s: str) -> str:
@@ -41,6 +42,8 @@ def latex_table(table: Table) -> str:
     if table.citations:
         lines.append(r"\par\smallskip{\footnotesize " + "; ".join(
             f"[{i}] {latex_escape(c)}" for i, c in enumerate(table.citations, 1)) + "}")
+    if table.notes:
+        lines.append(r"\par\smallskip{\footnotesize " + " ".join(latex_escape(n) for n in table.notes) + "}")
     lines += [r"\end{table}", ""]
     return "\n".join(lines)
 

@@ -10,7 +10,11 @@ and the figures (:mod:`clusterbench.report.figures`) all read this object, so on
 Rows are (method, evaluation protocol, budget); a row never mixes protocols or budgets.
 With ``reported`` (the numbers papers report, from the ``clusterbench_reported_results``
 hook), a row of the paper's numbers follows the measured row it matches (method base name,
-dataset name, protocol), marked as reported, with its citation and the gap.
+dataset name, protocol), marked as reported, with its citation and the gap Δ, which is
+shown only where the plugin follows the paper's official code or text
+(:data:`~clusterbench.api.FAITHFUL`).  A reconstruction's row (and one whose provenance is
+undeclared or, in an older record, unknown) carries a mark and a footnote, and the paper's
+number beside it is "reported for the original method", with no Δ.
 """
 
 from __future__ import annotations
@@ -22,17 +26,27 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
+from clusterbench.api import FAITHFUL
 from clusterbench.report.aggregate import (COSTS, METRICS, aggregate, failed_runs, finished, label_runs,
                                            records_to_frame)
 from clusterbench.report.fmt import cost, mean_std
 
 __all__ = ["Leaderboard", "Table", "build_leaderboard", "build_tables", "reported_index", "base_method",
-           "records_to_frame", "aggregate", "failed_runs", "METRICS", "COSTS", "PROTOCOL_DOC"]
+           "records_to_frame", "aggregate", "failed_runs", "METRICS", "COSTS", "PROTOCOL_DOC", "MARKS", "provenance_of"]
 
 PROTOCOL_DOC = {
     "head": "the method's own cluster assignment",
     "kmeans": "k-means on the method's features",
-    "linear only": "linear probe only",
+    "linear": "linear evaluation: pretrained on the training split only, a linear classifier on its frozen "
+              "features of the training split, top-1 on the test split",
+}
+#: the mark a measured row's method gets, and its footnote, by provenance (faithful ones get none)
+MARKS = {
+    "reconstruction": ("†", "† reconstruction: neither the paper's method section nor official code was readable; "
+                            "the plugin is a design from the abstract, not a reproduction of the paper's method."),
+    "unspecified": ("‡", "‡ provenance not declared by the plugin: treated as a reconstruction (no Δ)."),
+    "unknown": ("‡", "‡ provenance unknown: an older record that does not say how faithfully the plugin follows "
+                     "its paper; treated as a reconstruction (no Δ)."),
 }
 PaperIndex = dict[tuple[str, str, str], dict[str, Any]]  # (method, dataset, protocol) -> citation, metrics
 
@@ -78,18 +92,26 @@ class Table:
     reported: list[bool]  # per row: a paper's number, not a measurement
     caption: str  # plain text (the evaluation protocol, the budget, what is marked)
     citations: list[str] = field(default_factory=list)  # [1], [2], ... of the reported rows
+    notes: list[str] = field(default_factory=list)  # footnotes of the marks on method names (†, ‡)
 
 
-def _caption(sub: pd.DataFrame, has_reported: bool, linear: bool) -> str:
+def _caption(sub: pd.DataFrame, has_reported: bool, linear: bool, dataset: str) -> str:
     protos = list(dict.fromkeys(sub["protocol"]))
     budgets = list(dict.fromkeys(b for b in sub["budget"] if b != "-"))
     seeds = sorted(set(int(s) for s in sub["seeds"]))
     seed_text = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}–{seeds[-1]}"
     parts = [f"mean ± std over seeds ({seed_text} per row); best mean per column in bold."]
+    variants = sorted({v for v in sub.get("variant", pd.Series(dtype=str)).dropna() if v})
+    if variants:
+        name = sub["dataset_name"].iloc[0] if "dataset_name" in sub.columns else dataset
+        parts.append(f"Data: {'; '.join(f'{name} ({v})' for v in variants)}, not the original files.")
     parts.append(("Evaluation protocol: " if len(protos) == 1 else "Evaluation protocols: ")
                  + "; ".join(f"{p} ({PROTOCOL_DOC.get(p, p)})" for p in protos) + ".")
     if linear:
         parts.append("Linear acc: linear-probe accuracy on frozen features (train split → test split).")
+        if "linear_leaky" in sub.columns and sub["linear_leaky"].fillna(False).astype(bool).any():
+            parts.append("Linear acc in a head/kmeans row comes from an older record whose pretraining also saw "
+                         "the test images (unlabelled).")
     if budgets:
         parts.append(("Training budget: " if len(budgets) == 1 else "Training budgets: ") + ", ".join(budgets)
                      + (" for every deep method" if len(budgets) == 1 else " (see the Budget column)")
@@ -99,7 +121,8 @@ def _caption(sub: pd.DataFrame, has_reported: bool, linear: bool) -> str:
         parts.append("Training budget: none (shallow baselines, no training loop).")
     if has_reported:
         parts.append("Rows marked 'reported' are the paper's numbers (its own budget and setting, no std); "
-                     "Δ = measured mean − reported.")
+                     "Δ = measured mean − reported, shown only where the plugin follows the paper's official "
+                     "code or text.")
     return " ".join(parts)
 
 
@@ -110,22 +133,30 @@ def _paper_key(r: pd.Series, dataset: str) -> tuple[str, str, str]:
     return base_method(name), ds_name, r["protocol"]
 
 
+def provenance_of(r: pd.Series) -> str:
+    """A row's provenance; ``unknown`` where the records did not say (older records)."""
+    p = r.get("provenance")
+    return p if isinstance(p, str) and p else "unknown"
+
+
 def _paper_row(key: tuple[str, str, str], entry: dict[str, Any], r: pd.Series,
                shown: list[tuple[str, str, bool]], ref: int) -> dict[str, str]:
-    rep = {"Method": f"{key[0]} (reported)", "Protocol": key[2], "Budget": "paper"}
+    faithful = provenance_of(r) in FAITHFUL
+    what = "reported" if faithful else "reported for the original method"
+    rep = {"Method": f"{key[0]} ({what})", "Protocol": key[2], "Budget": "paper"}
     for mkey, title, _ in shown:
         v = entry["metrics"].get(mkey)
         mean = r[f"{mkey}_mean"]
         if v is None:
             rep[title] = "–"
-        elif isinstance(mean, float) and math.isnan(mean):
+        elif not faithful or (isinstance(mean, float) and math.isnan(mean)):
             rep[title] = f"{v:.3f}"
         else:
             rep[title] = f"{v:.3f} (Δ {mean - v:+.3f})"
     for _, title in COSTS:
         rep[title] = "–"
     rep["Seeds"] = "–"
-    rep["Source"] = f"reported [{ref}]"
+    rep["Source"] = f"{what} [{ref}]"
     return rep
 
 
@@ -137,9 +168,13 @@ def _table(dataset: str, sub: pd.DataFrame, index: PaperIndex) -> Table:
     is_rep: list[bool] = []
     citations: list[str] = []
     used: set[tuple[str, str, str]] = set()
+    notes: list[str] = []
     bests = {key: (sub[f"{key}_mean"].max() if higher else sub[f"{key}_mean"].min()) for key, _, higher in shown}
     for _, r in sub.iterrows():
-        row = {"Method": r["method"], "Protocol": r["protocol"], "Budget": r["budget"]}
+        mark, note = MARKS.get(provenance_of(r), ("", ""))
+        if note and note not in notes:
+            notes.append(note)
+        row = {"Method": f"{r['method']} {mark}".strip(), "Protocol": r["protocol"], "Budget": r["budget"]}
         marks = set()
         for key, title, _ in shown:
             mean = r[f"{key}_mean"]
@@ -166,8 +201,8 @@ def _table(dataset: str, sub: pd.DataFrame, index: PaperIndex) -> Table:
     frame = pd.DataFrame(rows, columns=list(rows[0]))
     if not citations and "Source" in frame.columns:  # no paper numbers for this dataset
         frame = frame.drop(columns="Source")
-    caption = _caption(sub, bool(citations), "Linear acc" in frame.columns)
-    return Table(dataset, frame, best, is_rep, caption, citations)
+    caption = _caption(sub, bool(citations), any(c.startswith("Linear acc") for c in frame.columns), dataset)
+    return Table(dataset, frame, best, is_rep, caption, citations, notes)
 
 
 def build_tables(agg: pd.DataFrame, index: PaperIndex | None = None) -> list[Table]:
@@ -185,9 +220,11 @@ def _csv_paper_rows(agg: pd.DataFrame, index: PaperIndex) -> list[dict[str, Any]
                r["protocol"])
         if key in index and key not in out:
             entry = index[key]
+            faithful = provenance_of(r) in FAITHFUL
             out[key] = {"dataset": r["dataset"], "method": key[0], "protocol": key[2], "budget": "paper",
                         **{f"{k}_mean": v for k, v in entry["metrics"].items()},
-                        "source": "reported", "citation": entry["citation"]}
+                        "source": "reported" if faithful else "reported for the original method",
+                        "citation": entry["citation"], "provenance": provenance_of(r)}
     return list(out.values())
 
 

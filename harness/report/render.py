@@ -66,6 +66,8 @@ def markdown_table(t: Table) -> str:
     text = f"### {t.dataset}\n\n{t.caption}\n\n" + frame.to_markdown(index=False, disable_numparse=True) + "\n"
     if t.citations:
         text += "\n" + "\n".join(f"[{i}] {c}  " for i, c in enumerate(t.citations, 1)) + "\n"
+    if t.notes:
+        text += "\n" + "\n".join(f"{n}  " for n in t.notes) + "\n"
     return text
 
 

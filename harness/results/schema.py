@@ -28,6 +28,10 @@ REQUIRED_KEYS = {
 STATUSES = ("done", "failed")
 
 
+#: protocol fields that are words, not numbers (the linear protocols': ``trained_on="train"``, ``probe``)
+TEXT_FIELDS = ("trained_on", "probe")
+
+
 def validate_record(rec: Any, source: str) -> dict[str, Any]:
     """Check a loaded record's shape; raise RecordError naming the file and the problem."""
     if not isinstance(rec, dict):
@@ -53,7 +57,8 @@ def validate_record(rec: Any, source: str) -> dict[str, Any]:
             if not isinstance(metrics, dict):
                 raise RecordError(f"{source}: protocols.{proto} should be an object")
             for name, value in metrics.items():
-                if value is not None and not isinstance(value, (int, float)):
+                if value is not None and not isinstance(value, (int, float)) and not (
+                        name in TEXT_FIELDS and isinstance(value, str)):
                     raise RecordError(f"{source}: protocols.{proto}.{name} should be a number, got {value!r}")
                 if name in ("acc", "nmi", "accuracy") and isinstance(value, (int, float)) and not 0 <= value <= 1:
                     raise RecordError(f"{source}: protocols.{proto}.{name}={value} is outside [0, 1]")

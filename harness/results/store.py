@@ -64,7 +64,7 @@ class ResultsStore:
         if self.root.exists() and not self.root.is_dir():
             raise ConfigError(f"results path {str(self.root)!r} is a file, not a results directory")
         if self.root.is_dir() and not marker.exists():
-            if any(self.root.iterdir()):
+            if any(not self._being_created(p) for p in self.root.iterdir()):
                 raise ConfigError(
                     f"{str(self.root)!r} is not a clusterbench results directory (no {MARKER} file) and is "
                     "not empty; choose another --results directory"
@@ -75,9 +75,16 @@ class ResultsStore:
             if not create:
                 raise ConfigError(f"results directory {str(self.root)!r} does not exist")
         if create:
-            (self.root / "runs").mkdir(parents=True, exist_ok=True)
-            if not marker.exists():
+            self.root.mkdir(parents=True, exist_ok=True)
+            if not marker.exists():  # marker first: another process creating the same store sees it soon
                 atomic_write_json(marker, {"schema_version": SCHEMA_VERSION, "created": time.time()})
+            (self.root / "runs").mkdir(exist_ok=True)
+
+    @staticmethod
+    def _being_created(path: Path) -> bool:
+        """What another process creating this store leaves before its marker lands."""
+        return (path.name == "runs" and path.is_dir() and not any(path.iterdir())) or (
+            path.name.startswith(f".{MARKER}.") and is_temp_file(path))
 
     def run_dir(self, run_id: str) -> Path:
         return self.root / "runs" / run_id

@@ -475,3 +475,18 @@ def test_busy_cell_is_skipped_by_the_runner(store):
     assert out.run_id == probe.run_id
     assert out.status == "busy"
     assert not store.record_path(probe.run_id).exists()
+
+
+def test_a_store_another_process_is_creating_is_accepted(tmp_path):
+    """Two processes start on one new --results: the second may see runs/ or the marker's temp
+    file before the marker lands; that is a store being created, not someone else's folder."""
+    root = tmp_path / "res"
+    (root / "runs").mkdir(parents=True)
+    (root / f".{MARKER}.abc123.tmp").write_text("{}")
+    ResultsStore(root)
+    assert (root / MARKER).exists()
+    other = tmp_path / "other"
+    (other / "runs").mkdir(parents=True)
+    (other / "runs" / "x").mkdir()  # a non-empty runs/ without a marker is not ours
+    with pytest.raises(ConfigError, match="not a clusterbench results directory"):
+        ResultsStore(other)

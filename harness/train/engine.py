@@ -57,6 +57,7 @@ class EngineDetails:
     cuda_graphs: str          # "on" or "off: <why>"
     compiled_model: str       # "on" or "off: <why>"
     augment_compiled: bool
+    augmentation: dict[str, Any] | None = None  # each view's AugmentSpec and the blur kernel, as trained
     graph_warmup_seconds: float | None = None   # present only when a graph was captured
     graph_capture_seconds: float | None = None
 
@@ -142,7 +143,7 @@ class Engine:
         gen = torch.Generator(device=self.device)
         gen.manual_seed(ctx.derived_seed("engine"))
         x_dev = torch.from_numpy(data.x).to(self.device)  # uint8 on the device, once
-        trained = Trained(model, self.device, ctx.settings.precision, size, spec.mean, spec.std,
+        trained = Trained(model, self.device, ctx.settings.precision, size, aug.spec.mean, aug.spec.std,
                           method.eval_batch_size)
         return _Run(model, opt, stepper, aug, gen, x_dev, trained)
 
@@ -234,7 +235,7 @@ class Engine:
             evaluated_step=s.step, batch_size=self.batch_size, views_per_image=2,
             steps_per_epoch=self.steps_per_epoch, input_size=self.input_size, n_clusters=self.n_clusters,
             cuda_graphs=st.graph_status, compiled_model=st.compile_status,
-            augment_compiled=settings.augment_compiled, **st.graph_timings())
+            augment_compiled=settings.augment_compiled, augmentation=run.aug.describe(), **st.graph_timings())
         return TrainStats(train_seconds=s.seconds, images_seen=s.images, setup_seconds=round(s.setup_seconds, 3),
                           setup_images=s.setup_images, steps=s.step,
                           epochs=s.step / self.steps_per_epoch, resumed_from_epoch=resumed_from,

@@ -14,7 +14,7 @@ import importlib
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from clusterbench.api import Dataset, ImageData, Method, TrainStats, param
+from clusterbench.api import Dataset, ImageData, Method, Recipe, TrainStats, param
 from clusterbench.budget import Budget
 from clusterbench.context import RunContext
 from clusterbench.errors import (
@@ -71,6 +71,7 @@ __all__ = [
     "ImageData",
     "Method",
     "PluginError",
+    "Recipe",
     "RecordError",
     "ResNetBackbone",
     "RunContext",

@@ -91,6 +91,13 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(tabulate(rows, headers=["parameter", "default", "meaning", "source"]))
     for name, values in cls.presets.items():
         print(f"\npreset {name}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+    if cls.recipes:
+        print("\nper-dataset recipes (over the defaults; a preset and your options win; data options "
+              "apply under the paper settings):")
+        rows = [(ds, ", ".join(f"{k}={v}" for k, v in r.params.items()) or "-",
+                 ", ".join(f"{k}={v}" for k, v in r.data.items()) or "-", r.source)
+                for ds, r in sorted(cls.recipes.items())]
+        print(tabulate(rows, headers=["dataset", "parameters", "data", "source"]))
     return 0
 
 

@@ -192,7 +192,18 @@ class GridMethod:
 
     def fresh(self) -> Method:
         """A new instance for one cell: ``fit`` keeps its model on the instance."""
-        return type(self.template)(self.template.params)
+        return type(self.template)(self.template.params).with_recipe(self.template.recipe)
+
+    def on(self, registry: Registry, dataset: PluginRef) -> "GridMethod":
+        """This entry on ``dataset``: resolved again with the method's recipe for it, if it has one."""
+        if dataset.name not in type(self.template).recipes:
+            return self
+        return replace(self, template=registry.make_method(self.ref, dataset=dataset.name))
+
+
+#: One dataset of a grid: its methods as they run on it, each with the data it reads
+#: (the dataset as given, or with the options of the method's recipe: see ``Registry.recipe_dataset``).
+Entries = tuple[tuple[GridMethod, PluginRef, Dataset], ...]
 
 
 @dataclass(frozen=True)
@@ -203,6 +214,7 @@ class Grid:
     methods: tuple[GridMethod, ...]
     datasets: tuple[tuple[PluginRef, Dataset], ...]
     probe: LinearProbe = LinearProbe()
+    entries: tuple[Entries, ...] = ()  # per dataset (default: every method on the dataset as given)
 
     def run(self, seeds: Sequence[int], budget: Budget, store: ResultsStore, settings: EngineSettings, *,
             force: bool = False, reporter: GridObserver | None = None) -> GridResult:
@@ -210,9 +222,14 @@ class Grid:
         reporter = reporter or Silent()
         result = GridResult()
         reporter.start(sum(len(m.cells()) for m in self.methods) * len(self.datasets) * len(seeds))
-        for ref, ds in self.datasets:
-            data, digest = self._load(ref, ds, reporter)
-            for m, (protocols, split) in ((m, c) for m in self.methods for c in m.cells()):
+        entries = self.entries or tuple(tuple((m, ref, ds) for m in self.methods) for ref, ds in self.datasets)
+        for per_dataset in entries:
+            loaded: dict[int, tuple[ImageData, str]] = {}  # each variant of the data read once
+            for m, ref, ds in per_dataset:
+                if id(ds) not in loaded:
+                    loaded[id(ds)] = self._load(ref, ds, reporter, [e[0] for e in per_dataset if e[2] is ds])
+            for m, (protocols, split), ds in ((m, c, ds) for m, _, ds in per_dataset for c in m.cells()):
+                data, digest = loaded[id(ds)]
                 for seed in seeds:
                     cell = Cell(m.fresh(), m.ref, ds, digest, seed, budget, settings, protocols, split,
                                 self.probe if split == "train" else None)
@@ -224,13 +241,14 @@ class Grid:
         reporter.close()
         return result
 
-    def _load(self, ref: PluginRef, ds: Dataset, reporter: GridObserver) -> tuple[ImageData, str]:
-        """The dataset's images and digest, checked against every method's K before its first cell runs."""
+    def _load(self, ref: PluginRef, ds: Dataset, reporter: GridObserver,
+              methods: Sequence[GridMethod]) -> tuple[ImageData, str]:
+        """The dataset's images and digest, checked against its methods' K before their first cell runs."""
         t = time.perf_counter()
         data = self.registry.load_data(ds)
-        reporter.note(f"loaded {ds.name}: {len(data)} images {data.x.shape[1:]} , {data.n_classes} classes "
+        reporter.note(f"loaded {ref}: {len(data)} images {data.x.shape[1:]} , {data.n_classes} classes "
                       f"({time.perf_counter() - t:.1f}s)")
-        for m in self.methods:
+        for m in methods:
             k = getattr(m.template.params, "n_clusters", 0) or data.n_classes
             if k > len(data):
                 raise DataError(f"dataset {str(ref)!r} has {len(data)} images, fewer than K={k} clusters "
@@ -254,11 +272,20 @@ def plan_grid(registry: Registry, method_names: Sequence[str], dataset_names: Se
         chosen = check_protocols(type(template), list(protocols) if protocols else None)
         methods.append(GridMethod(ref, template, tuple(p for p in chosen if p not in LINEAR_PROTOCOLS),
                                   tuple(p for p in chosen if p in LINEAR_PROTOCOLS)))
-    datasets = []
+    datasets, entries = [], []
     for text in dataset_names:
         ref = PluginRef.parse(text)
-        datasets.append((ref, registry.make_dataset(ref, data_root)))
-    return Grid(registry, tuple(methods), tuple(datasets), probe)
+        ds = registry.make_dataset(ref, data_root)
+        datasets.append((ref, ds))
+        variants = {str(ref): ds}  # a recipe's options give another Dataset, made (and checked) once
+        per_dataset = []
+        for m in methods:
+            mref = registry.recipe_dataset(m.ref, ref)
+            if str(mref) not in variants:
+                variants[str(mref)] = registry.make_dataset(mref, data_root)
+            per_dataset.append((m.on(registry, ref), mref, variants[str(mref)]))
+        entries.append(tuple(per_dataset))
+    return Grid(registry, tuple(methods), tuple(datasets), probe, tuple(entries))
 
 
 def run_grid(registry: Registry, method_names: Sequence[str], dataset_names: Sequence[str], seeds: Sequence[int],

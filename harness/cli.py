@@ -53,9 +53,11 @@ def _failures(reg: Any) -> str:
 def _engine_settings(args: argparse.Namespace) -> EngineSettings:
     """:class:`EngineSettings` from the flags ``run`` and ``bench`` share (:func:`_engine_flags`)."""
     import torch  # the run imports it anyway (seeding)
+
+    from clusterbench.validate import device_problem
+    if (problem := device_problem(args.device)) is not None:  # run and bench: the same one line
+        raise ConfigError(problem)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: no CUDA GPU is available")
     return EngineSettings(device=device, precision=args.precision, compile=_compile_default(args.compile, device),
                           eval_every=getattr(args, "eval_every", 0), cuda_graphs=not args.no_cuda_graphs,
                           compile_augment=not args.no_compile_augment)
@@ -98,11 +100,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from clusterbench.progress import Reporter
     from clusterbench.report.render import render
     from clusterbench.runner import plan_grid
+    from clusterbench.validate import GridRequest, validate_grid
     reg = _registry(args)
-    budget = Budget.parse(args.budget or DEFAULT_BUDGET)
     methods = args.methods or sorted(n for n, c in reg.methods.items() if c.quick)
     if not methods:
         raise ConfigError("no methods selected and no quick method installed")
+    validate_grid(reg, GridRequest(methods, args.datasets or [DEFAULT_DATASET], args.seeds,
+                                   args.budget or DEFAULT_BUDGET, args.results, args.data_root, args.protocols,
+                                   args.linear, args.device, args.eval_every))  # every problem, exit 2
+    budget = Budget.parse(args.budget or DEFAULT_BUDGET)
     grid = plan_grid(reg, methods, args.datasets or [DEFAULT_DATASET], args.data_root, args.protocols, args.linear)
     settings = _engine_settings(args)
     store = ResultsStore(args.results)  # after every check: a typo writes nothing
@@ -288,7 +294,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.formatwarning = _one_line_warning
             return args.func(args)
     except ClusterbenchError as exc:
-        print(f"clusterbench: error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines() or [""]:  # a grid's problems: one line each
+            print(f"clusterbench: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("clusterbench: interrupted; finished runs are kept, rerun the same command to resume", file=sys.stderr)

@@ -208,7 +208,9 @@ class Grid:
         """Every cell; each dataset is loaded once, each cell fits a fresh method instance."""
         reporter = reporter or Silent()
         result = GridResult()
+        seeds = list(dict.fromkeys(seeds))  # `--seeds 0 0`: one cell, trained once even with --force
         reporter.start(sum(len(m.cells()) for m in self.methods) * len(self.datasets) * len(seeds))
+        ran: set[str] = set()
         for ref, ds in self.datasets:
             data, digest = self._load(ref, ds, reporter)
             for m, (protocols, split) in ((m, c) for m in self.methods for c in m.cells()):
@@ -216,6 +218,11 @@ class Grid:
                     cell = Cell(m.fresh(), m.ref, ds, digest, seed, budget, settings, protocols, split,
                                 self.probe if split == "train" else None)
                     label = f"{m.ref} on {ds.name} seed {seed}" + (" (linear, train split)" if split == "train" else "")
+                    if cell.run_id in ran:  # `cc cc[lr=0.0003]`: two spellings of one cell
+                        reporter.cell_done(label, CellOutcome(type(cell.method).name, ds.name, seed, cell.run_id,
+                                                              "skipped", reason="the same cell as an earlier one"))
+                        continue
+                    ran.add(cell.run_id)
                     outcome = run_cell(self.registry, cell, data, store, force=force,
                                        progress=reporter.cell_progress(label))
                     reporter.cell_done(label, outcome)
@@ -248,14 +255,13 @@ def plan_grid(registry: Registry, method_names: Sequence[str], dataset_names: Se
     ``probe``: its settings, or ``--linear``'s ``KEY=VALUE`` items."""
     probe = probe if isinstance(probe, LinearProbe) else LinearProbe.parse(probe)
     methods = []
-    for ref in registry.method_refs(method_names):
+    for ref in dict.fromkeys(registry.method_refs(method_names)):  # `kmeans kmeans`: one entry
         template = registry.make_method(ref)
         chosen = check_protocols(type(template), list(protocols) if protocols else None)
         methods.append(GridMethod(ref, template, tuple(p for p in chosen if p not in LINEAR_PROTOCOLS),
                                   tuple(p for p in chosen if p in LINEAR_PROTOCOLS)))
     datasets = []
-    for text in dataset_names:
-        ref = PluginRef.parse(text)
+    for ref in dict.fromkeys(PluginRef.parse(text) for text in dataset_names):
         datasets.append((ref, registry.make_dataset(ref, data_root)))
     return Grid(registry, tuple(methods), tuple(datasets), probe)
 

@@ -131,6 +131,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from clusterbench.report.figures import build_figures
     from clusterbench.report.leaderboard import build_leaderboard
     from clusterbench.report.render import render
+    if args.figure_methods < 0:
+        raise ConfigError(f"--figure-methods {args.figure_methods}: must be >= 0")
     store = ResultsStore(args.results, create=False)
     records = list(store.iter_records(strict=True))  # a broken record: RecordError naming the file, exit 2
     outputs = _report_outputs(args)

@@ -53,6 +53,8 @@ def outcome_line(label: str, outcome: CellOutcome) -> str:
         nan = float("nan")
         return (f"done    {label}: ACC {m.get('acc', nan):.3f} NMI {m.get('nmi', nan):.3f} "
                 f"ARI {m.get('ari', nan):.3f} ({rec.get('cost', {}).get('wall_seconds', 0):.1f}s)")
+    if outcome.status == "skipped" and outcome.reason:
+        return f"skipped {label}: {outcome.reason}"
     if outcome.status == "skipped":
         return f"skipped {label}: finished earlier ({outcome.run_id}; --force reruns it)"
     if outcome.status == "busy":

@@ -102,7 +102,8 @@ def _check(problems: list[str], fn: Callable[[], object], what: str | None = Non
 
 def _method_problems(registry: Registry, text: str, protocols: Sequence[str] | None) -> list[str]:
     """Options, presets and ranges of one ``--methods`` entry, the protocols it is asked for and
-    the packages they import.  ``all`` is every method, each running what it can of ``protocols``."""
+    the packages they import.  A method named that can run none of ``protocols`` is a problem (one
+    that can run some runs those, warned); ``all`` is every method, each running what it can."""
     out: list[str] = []
     for ref in registry.method_refs([text]):
         try:
@@ -112,8 +113,8 @@ def _method_problems(registry: Registry, text: str, protocols: Sequence[str] | N
             continue
         requested = [p for p in protocols or () if p in PROTOCOLS]
         supported = set(cls.protocols) | (set(LINEAR_PROTOCOLS) if "linear" in cls.protocols else set())
-        if text != "all" and (bad := [p for p in requested if p not in supported]):
-            out.append(f"method {str(ref)!r} cannot run protocol(s) {', '.join(bad)} (it supports "
+        if text != "all" and requested and not supported & set(requested):  # some of them: warned, skipped
+            out.append(f"method {str(ref)!r} cannot run protocol(s) {', '.join(requested)} (it supports "
                        f"{', '.join(cls.protocols)})")
         chosen = check_protocols(cls, requested or None)
         for module in dict.fromkeys((*cls.requires, *(PROTOCOL_PACKAGES.get(p) for p in chosen))):

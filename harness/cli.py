@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -283,6 +284,15 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:  #
     return f"clusterbench: warning: {message}\n"
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush does not fail on the closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a file (captured in tests)
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -302,6 +312,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("clusterbench: interrupted; finished runs are kept, rerun the same command to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `clusterbench report | head`: the reader has what it wanted
+        _silence_stdout()
+        return 141  # 128 + SIGPIPE, as a shell reports a process the closed pipe stopped
+    except OSError as exc:  # the disk filled up, the store became read-only: one line; finished records stay
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"clusterbench: error: {exc.strerror or exc}{where}; finished runs are kept", file=sys.stderr)
+        return 1
     finally:
         warnings.formatwarning = saved_format
 

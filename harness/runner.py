@@ -102,7 +102,7 @@ def run_cell(registry: Registry, cell: Cell, data: ImageData, store: ResultsStor
             fields, labels = _fit_and_score(cell, data, ctx)
         except KeyboardInterrupt:
             raise
-        except Exception as exc:  # the grid goes on; the record says why
+        except (Exception, SystemExit) as exc:  # the grid goes on; the record says why (sys.exit() in a plugin too)
             fields, labels = _failure(exc), None
         finally:
             gc.collect()

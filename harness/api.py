@@ -148,13 +148,16 @@ class TrainStats:
     """What ``Method.fit`` did, as the record's ``cost`` and ``stats`` report it.
 
     ``train_seconds`` is the training clock (what a ``minutes=`` budget counts);
-    ``setup_seconds`` is one-off work outside it (compilation, graph capture).  ``details``
+    ``setup_seconds`` is one-off work outside it (compilation, graph capture), and
+    ``setup_images`` the images of any warm-up steps timed as setup (so the training rate,
+    ``(images_seen - setup_images) / train_seconds``, excludes them).  ``details``
     holds what the engine chose (batch size, CUDA graphs on/off, ...), recorded as is.
     """
 
     train_seconds: float
     images_seen: int
     setup_seconds: float = 0.0
+    setup_images: int = 0
     epochs: float | None = None
     steps: int | None = None
     resumed_from_epoch: int | None = None
@@ -163,6 +166,12 @@ class TrainStats:
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in dataclasses.asdict(self).items() if k != "details" and v is not None}
         return {**out, **dict(self.details)}
+
+    @property
+    def train_images_per_s(self) -> float | None:
+        """The training rate on the clock: setup (and the warm-up steps' images) excluded."""
+        timed = self.images_seen - self.setup_images
+        return timed / self.train_seconds if self.train_seconds > 0 else None
 
 
 class Dataset(abc.ABC):

@@ -139,7 +139,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     outputs = _report_outputs(args)
     html = any(fmt == "html" for fmt, _ in outputs)
     reg = _registry(args) if (args.paper or html) else None
-    board = build_leaderboard(records, reg.reported_results() if args.paper else None)  # once, for every format
+    board = build_leaderboard(records, reg.reported_results() if args.paper else None,  # once, for every format
+                              equal_time=args.equal_time)
     figures, notes = [], []
     if html:
         figures = build_figures(board, store.load_labels, reg.recorded_data_loader(args.data_root),
@@ -258,6 +259,8 @@ def _add_report(sub: Any) -> None:
     rep.add_argument("--figure-methods", type=int, default=4, metavar="N",
                      help="confusion matrix and sample grid for the N best methods of each dataset (default 4)")
     rep.add_argument("--title", default="clusterbench report", help="title of the html report")
+    rep.add_argument("--equal-time", nargs="+", type=float, default=[1.0, 2.0, 4.0], metavar="MIN",
+                     help="GPU-minute marks of the equal-time table: head ACC each method had reached by then")
     rep.set_defaults(func=cmd_report)
 
 

@@ -232,7 +232,8 @@ class CueCoNetwork(nn.Module):
 def cueco_augmentation(jitter_strength: float, blur_p: float) -> AugmentSpec:
     s = jitter_strength
     return AugmentSpec(crop_scale=(0.08, 1.0), brightness=s, contrast=s, saturation=s, hue=min(0.5, s / 4),
-                       jitter_p=0.8, grayscale_p=0.2, blur_p=blur_p, solarize_p=0.0, flip_p=0.5)
+                       jitter_p=0.8, grayscale_p=0.2, blur_p=blur_p, solarize_p=0.0, flip_p=0.5,
+                       interpolation="bicubic")  # solo-learn pretrain_dataloader.py:224: RRC bicubic
 
 
 class CueCo(DeepMethod):

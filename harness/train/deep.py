@@ -20,7 +20,7 @@ from torch import nn
 from clusterbench.api import ImageData, Method, TrainStats, param
 from clusterbench.context import RunContext
 from clusterbench.errors import PluginError
-from clusterbench.train.augment import AugmentSpec
+from clusterbench.train.augment import AugmentPolicy, AugmentSpec, view_specs
 from clusterbench.train.inference import Trained
 
 __all__ = ["DeepParams", "DeepMethod", "augment_policy"]
@@ -102,8 +102,9 @@ class DeepMethod(Method):
     def embed(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """(B, D) features for the ``kmeans`` and ``linear`` protocols."""
 
-    def augmentation(self, data: ImageData) -> AugmentSpec:
-        """The two-view augmentation policy (default: SimCLR-style, as CC uses on CIFAR)."""
+    def augmentation(self, data: ImageData) -> AugmentPolicy:
+        """The two-view augmentation policy (default: SimCLR-style, as CC uses on CIFAR): one
+        ``AugmentSpec`` for both views, or a tuple of two, one per view (asymmetric recipes)."""
         return AugmentSpec()
 
     def configure_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
@@ -142,13 +143,19 @@ class DeepMethod(Method):
         return self._apply(data, lambda m, x: self.embed(m, x).float())
 
 
-def augment_policy(method: DeepMethod, data: ImageData | None) -> AugmentSpec:
-    """The method's augmentation with its input normalisation (``input_mean``/``input_std``).
+def augment_policy(method: DeepMethod, data: ImageData | None) -> AugmentPolicy:
+    """The method's augmentation (one spec, or one per view) with its input normalisation
+    (``input_mean``/``input_std``) in every view.
 
     The test-time transform normalises with the class attributes, so a policy that
     normalises differently would train and predict on different inputs: a PluginError.
     """
-    spec = method.augmentation(data)
+    policy = method.augmentation(data)
+    specs = tuple(_normalised(method, spec) for spec in view_specs(policy))
+    return specs[0] if isinstance(policy, AugmentSpec) else specs
+
+
+def _normalised(method: DeepMethod, spec: AugmentSpec) -> AugmentSpec:
     mean, std = method.input_mean, method.input_std
     if spec.mean is None and spec.std is None:
         return dataclasses.replace(spec, mean=mean, std=std)

@@ -54,18 +54,33 @@ def scaled(args: argparse.Namespace) -> bool:
 
 def grid_spec(args: argparse.Namespace, defaults: dict[str, Any]):
     """The :class:`GridSpec` of ``run``/``status``'s flags (``--grid`` applied), planned and checked."""
-    from clusterbench.launch.cells import plan_cells
+    from clusterbench.launch.cells import PlannedGrid, plan_cells
     from clusterbench.launch.spec import GridSpec, apply_grid_file
 
     source = apply_grid_file(args, defaults) if args.grid else None
     spec = GridSpec.from_args(args, source)
-    planned, cells = plan_cells(spec)
+    target = _task_device(args)
+    if target is None:
+        planned, cells = plan_cells(spec)
+    else:  # plan here, on a login node without GPUs, the cells the tasks will run on theirs
+        planned = PlannedGrid(replace(spec, values={**spec.values, "device": "cpu"}))
+        planned.settings.device = target
+        cells = planned.cells()
     spec = replace(spec, values={**spec.values, "device": planned.settings.device})  # "auto" resolved once, here
     if args.shard:
         from clusterbench.launch.shard import parse_shard, shard
 
         cells = shard(cells, *parse_shard(args.shard))
     return spec, planned, cells
+
+
+def _task_device(args: argparse.Namespace) -> str | None:
+    """The device SLURM tasks with GPUs will run on (not this machine's), with run's GPU defaults; None otherwise."""
+    if getattr(args, "launcher", None) != "slurm" or not args.slurm_gpus_per_task or args.device not in ("auto", "cuda"):
+        return None
+    if args.compile is None:
+        args.compile = True  # what --compile defaults to on a GPU
+    return "cuda"
 
 
 def cmd_run(defaults: dict[str, Any], args: argparse.Namespace) -> int:

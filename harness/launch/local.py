@@ -45,7 +45,9 @@ def parse_gpus(text: str | None, available: int) -> list[int]:
 
 
 def worker_threads(workers: int) -> int:
-    """Intra-op threads of one CPU worker: the CPUs shared out, at least one."""
+    """Intra-op threads of one CPU worker: ``OMP_NUM_THREADS`` if set (as torch would), else the CPUs shared out."""
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
+        return int(os.environ["OMP_NUM_THREADS"])
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cpus // max(1, workers))
 

@@ -54,6 +54,8 @@ _LAZY = {
     "cosine_momentum": "clusterbench.train.momentum",
     "kmeans": "clusterbench.evaluate.faiss_kmeans",
     "available_cpus": "clusterbench.evaluate.faiss_kmeans",
+    "run_grid": "clusterbench.launch.api",
+    "load_results": "clusterbench.launch.api",
 }
 
 __all__ = [
@@ -89,11 +91,13 @@ __all__ = [
     "ema_update",
     "hookimpl",
     "kmeans",
+    "load_results",
     "mlp",
     "momentum_copy",
     "neg_entropy_of_mean",
     "nt_xent",
     "param",
+    "run_grid",
 ]
 
 

@@ -102,7 +102,7 @@ def run_cell(registry: Registry, cell: Cell, data: ImageData, store: ResultsStor
             fields, labels = _fit_and_score(cell, data, ctx)
         except KeyboardInterrupt:
             raise
-        except Exception as exc:  # the grid goes on; the record says why
+        except (Exception, SystemExit) as exc:  # the grid goes on; the record says why (sys.exit() in a plugin too)
             fields, labels = _failure(exc), None
         finally:
             gc.collect()
@@ -178,6 +178,16 @@ def _is_oom(exc: BaseException) -> bool:
 
 # ---- the grid ----------------------------------------------------------------------------
 @dataclass(frozen=True)
+class CellKey:
+    """Where a cell sits in its grid, as plain data: the same in every process that plans the same grid."""
+
+    dataset: int  # index into :attr:`Grid.datasets` (the data the cell reads: as given, or a recipe's variant)
+    method: int  # index into :attr:`Grid.methods`
+    split: str  # "all", or "train" for a linear cell
+    seed: int
+
+
+@dataclass(frozen=True)
 class GridMethod:
     """One ``--methods`` entry, resolved once: its parameters and the protocols it will run."""
 
@@ -201,54 +211,75 @@ class GridMethod:
         return replace(self, template=registry.make_method(self.ref, dataset=dataset.name))
 
 
-#: One dataset of a grid: its methods as they run on it, each with the data it reads
-#: (the dataset as given, or with the options of the method's recipe: see ``Registry.recipe_dataset``).
-Entries = tuple[tuple[GridMethod, PluginRef, Dataset], ...]
-
-
 @dataclass(frozen=True)
 class Grid:
     """A validated grid: every name, option and protocol checked, nothing run or written yet."""
 
     registry: Registry
     methods: tuple[GridMethod, ...]
-    datasets: tuple[tuple[PluginRef, Dataset], ...]
+    datasets: tuple[tuple[PluginRef, Dataset], ...]  # as given, then the variants recipes read (see ``reads``)
     probe: LinearProbe = LinearProbe()
-    entries: tuple[Entries, ...] = ()  # per dataset (default: every method on the dataset as given)
+    #: per dataset as given, per method: the index in ``datasets`` of the data that method reads
+    #: there (the dataset itself, or it with the options of the method's recipe); empty: itself
+    reads: tuple[tuple[int, ...], ...] = ()
 
     def run(self, seeds: Sequence[int], budget: Budget, store: ResultsStore, settings: EngineSettings, *,
             force: bool = False, reporter: GridObserver | None = None) -> GridResult:
         """Every cell; each dataset is loaded once, each cell fits a fresh method instance."""
         reporter = reporter or Silent()
         result = GridResult()
-        reporter.start(sum(len(m.cells()) for m in self.methods) * len(self.datasets) * len(seeds))
-        entries = self.entries or tuple(tuple((m, ref, ds) for m in self.methods) for ref, ds in self.datasets)
-        for per_dataset in entries:
-            loaded: dict[int, tuple[ImageData, str]] = {}  # each variant of the data read once
-            for m, ref, ds in per_dataset:
-                if id(ds) not in loaded:
-                    loaded[id(ds)] = self._load(ref, ds, reporter, [e[0] for e in per_dataset if e[2] is ds])
-            for m, (protocols, split), ds in ((m, c, ds) for m, _, ds in per_dataset for c in m.cells()):
-                data, digest = loaded[id(ds)]
-                for seed in seeds:
-                    cell = Cell(m.fresh(), m.ref, ds, digest, seed, budget, settings, protocols, split,
-                                self.probe if split == "train" else None)
-                    label = f"{m.ref} on {ds.name} seed {seed}" + (" (linear, train split)" if split == "train" else "")
-                    outcome = run_cell(self.registry, cell, data, store, force=force,
-                                       progress=reporter.cell_progress(label))
-                    reporter.cell_done(label, outcome)
-                    result.outcomes.append(outcome)
+        keys = self.keys(seeds)
+        reporter.start(len(keys))
+        loaded: dict[int, tuple[ImageData, str]] = {}
+        ran: set[str] = set()
+        for key in keys:
+            if key.dataset not in loaded:  # keys come dataset by dataset: hold one dataset at a time
+                loaded = {key.dataset: self.load(key.dataset, reporter)}
+            data, digest = loaded[key.dataset]
+            label, cell = self.cell(key, digest, budget, settings)
+            if cell.run_id in ran:  # `cc cc[lr=0.0003]`: two spellings of one cell
+                reporter.cell_done(label, CellOutcome(type(cell.method).name, cell.dataset.name, key.seed,
+                                                      cell.run_id, "skipped", reason="the same cell as an earlier one"))
+                continue
+            ran.add(cell.run_id)
+            outcome = run_cell(self.registry, cell, data, store, force=force, progress=reporter.cell_progress(label))
+            reporter.cell_done(label, outcome)
+            result.outcomes.append(outcome)
         reporter.close()
         return result
 
-    def _load(self, ref: PluginRef, ds: Dataset, reporter: GridObserver,
-              methods: Sequence[GridMethod]) -> tuple[ImageData, str]:
-        """The dataset's images and digest, checked against its methods' K before their first cell runs."""
+    def keys(self, seeds: Sequence[int]) -> list[CellKey]:
+        """Every cell's key in grid order: dataset, method, split, seed (`--seeds 0 0`: one cell)."""
+        seeds = list(dict.fromkeys(seeds))
+        reads = self.reads or tuple((d,) * len(self.methods) for d in range(len(self.datasets)))
+        keys = []
+        for per_method in reads:  # a dataset's variants one after the other: one held at a time
+            for v in dict.fromkeys(per_method):
+                keys += [CellKey(v, i, split, seed) for i, m in enumerate(self.methods) if per_method[i] == v
+                         for _, split in m.cells() for seed in seeds]
+        return keys
+
+    def cell(self, key: CellKey, digest: str, budget: Budget, settings: EngineSettings) -> tuple[str, Cell]:
+        """The cell at ``key`` (a fresh method instance) and its label, once its dataset's digest is known."""
+        ref, ds = self.datasets[key.dataset]
+        m = self.methods[key.method].on(self.registry, ref)
+        protocols = m.linear if key.split == "train" else m.protocols
+        cell = Cell(m.fresh(), m.ref, ds, digest, key.seed, budget, settings, protocols, key.split,
+                    self.probe if key.split == "train" else None)
+        label = f"{m.ref} on {ds.name} seed {key.seed}" + (" (linear, train split)" if key.split == "train" else "")
+        return label, cell
+
+    def load(self, dataset: int, reporter: GridObserver | None = None) -> tuple[ImageData, str]:
+        """The images and digest of the grid's ``dataset``-th dataset (see :meth:`_load`)."""
+        return self._load(*self.datasets[dataset], reporter or Silent())
+
+    def _load(self, ref: PluginRef, ds: Dataset, reporter: GridObserver) -> tuple[ImageData, str]:
+        """The dataset's images and digest, checked against every method's K before its first cell runs."""
         t = time.perf_counter()
         data = self.registry.load_data(ds)
-        reporter.note(f"loaded {ref}: {len(data)} images {data.x.shape[1:]} , {data.n_classes} classes "
+        reporter.note(f"loaded {ds.name}: {len(data)} images {data.x.shape[1:]} , {data.n_classes} classes "
                       f"({time.perf_counter() - t:.1f}s)")
-        for m in methods:
+        for m in self.methods:
             k = getattr(m.template.params, "n_clusters", 0) or data.n_classes
             if k > len(data):
                 raise DataError(f"dataset {str(ref)!r} has {len(data)} images, fewer than K={k} clusters "
@@ -267,25 +298,23 @@ def plan_grid(registry: Registry, method_names: Sequence[str], dataset_names: Se
     ``probe``: its settings, or ``--linear``'s ``KEY=VALUE`` items."""
     probe = probe if isinstance(probe, LinearProbe) else LinearProbe.parse(probe)
     methods = []
-    for ref in registry.method_refs(method_names):
+    for ref in dict.fromkeys(registry.method_refs(method_names)):  # `kmeans kmeans`: one entry
         template = registry.make_method(ref)
         chosen = check_protocols(type(template), list(protocols) if protocols else None)
         methods.append(GridMethod(ref, template, tuple(p for p in chosen if p not in LINEAR_PROTOCOLS),
                                   tuple(p for p in chosen if p in LINEAR_PROTOCOLS)))
-    datasets, entries = [], []
-    for text in dataset_names:
-        ref = PluginRef.parse(text)
-        ds = registry.make_dataset(ref, data_root)
-        datasets.append((ref, ds))
-        variants = {str(ref): ds}  # a recipe's options give another Dataset, made (and checked) once
-        per_dataset = []
+    refs = list(dict.fromkeys(PluginRef.parse(text) for text in dataset_names))
+    reads = []
+    for ref in list(refs):  # a recipe's dataset options make a variant of the data, read (and checked) once
+        per_method = []
         for m in methods:
-            mref = registry.recipe_dataset(m.ref, ref)
-            if str(mref) not in variants:
-                variants[str(mref)] = registry.make_dataset(mref, data_root)
-            per_dataset.append((m.on(registry, ref), mref, variants[str(mref)]))
-        entries.append(tuple(per_dataset))
-    return Grid(registry, tuple(methods), tuple(datasets), probe, tuple(entries))
+            variant = registry.recipe_dataset(m.ref, ref)
+            if variant not in refs:
+                refs.append(variant)
+            per_method.append(refs.index(variant))
+        reads.append(tuple(per_method))
+    datasets = [(ref, registry.make_dataset(ref, data_root)) for ref in refs]
+    return Grid(registry, tuple(methods), tuple(datasets), probe, tuple(reads))
 
 
 def run_grid(registry: Registry, method_names: Sequence[str], dataset_names: Sequence[str], seeds: Sequence[int],

@@ -248,7 +248,8 @@ class CueCo(DeepMethod):
 
     @dataclass(frozen=True)
     class Params(DeepParams):
-        backbone: str = param("resnet18", "ResNet depth: resnet18 | resnet34 | resnet50", "abstract: ResNet-18")
+        backbone: str = param("resnet18", "ResNet depth: resnet18 | resnet34 | resnet50", "abstract: ResNet-18",
+                             choices=("resnet18", "resnet34", "resnet50"))
         small_stem: bool = param(True, "3x3 stride-1 stem without max-pool (the CIFAR ResNet-18 of solo-learn)",
                                  None)
         image_size: int = param(0, "input size the images are resized to (0 = the dataset's own: 32 on CIFAR)",

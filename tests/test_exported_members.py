@@ -10,8 +10,8 @@ PUBLIC = [
     "DeepMethod", "DeepParams", "EngineSettings", "GraphUnavailable", "ImageData", "Method", "PluginError",
     "RecordError", "ResNetBackbone", "RunContext", "TrainStats", "Trained", "TrainingDiverged", "__version__",
     "atomic_save_npz", "atomic_write_bytes", "available_cpus", "cc_augmentation", "cc_cluster_loss", "cc_loss",
-    "cosine_momentum", "ema_update", "hookimpl", "kmeans", "mlp", "momentum_copy", "neg_entropy_of_mean",
-    "nt_xent", "param",
+    "cosine_momentum", "ema_update", "hookimpl", "kmeans", "load_results", "mlp", "momentum_copy",
+    "neg_entropy_of_mean", "nt_xent", "param", "run_grid",
 ]
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from PIL import Image
 
+from clusterbench.budget import Budget
 from clusterbench.cli import main
 from clusterbench.datasets.imagenet_sets import IMAGENET10_WNIDS
 from clusterbench.plugins import load_registry
 from clusterbench.runner import plan_grid
+from clusterbench.settings import EngineSettings
 from helpers import records_in
 
 
@@ -52,9 +54,15 @@ def test_cc_on_imagenet10_runs_the_official_recipe_and_records_it(tmp_path):
 def test_options_the_user_gives_win_over_the_recipe(tmp_path):
     reg = load_registry()
     grid = plan_grid(reg, ["cc[jitter_strength=0.3]"], ["imagenet10[size=64]"], str(tmp_path))
-    ((method, ref, ds),) = grid.entries[0]
-    assert method.template.params.jitter_strength == 0.3 and method.template.params.blur is True
-    assert ds.opts.size == 64 and str(ref) == "imagenet10[size=64]"
+    (key,) = grid.keys([0])
+    _, cell = grid.cell(key, "digest", Budget.parse("steps=1"), EngineSettings(device="cpu"))
+    assert cell.method.params.jitter_strength == 0.3 and cell.method.params.blur is True
+    assert len(grid.datasets) == 1 and cell.dataset.opts.size == 64
+    # the paper settings add the recipe's data options as a variant of the dataset, read once
+    grid = plan_grid(reg, ["cc", "cc[preset=fast]"], ["imagenet10"], str(tmp_path))
+    assert [str(ref) for ref, _ in grid.datasets] == ["imagenet10", "imagenet10[size=224]"]
+    assert [(k.dataset, k.method) for k in grid.keys([0])] == [(1, 0), (0, 1)]
     # a dataset without a recipe: the defaults
-    ((method, ref, _),) = plan_grid(reg, ["cc"], ["synthetic"]).entries[0]
-    assert method.template.recipe is None and str(ref) == "synthetic"
+    grid = plan_grid(reg, ["cc"], ["synthetic"])
+    _, cell = grid.cell(grid.keys([0])[0], "digest", Budget.parse("steps=1"), EngineSettings(device="cpu"))
+    assert cell.method.recipe is None and len(grid.datasets) == 1

@@ -40,6 +40,11 @@ class DeepParams:
 
 #: the fields of DeepParams, which every deep method's Params must have
 ENGINE_FIELDS = tuple(f.name for f in dataclasses.fields(DeepParams))
+#: what the engine needs of them, whatever a method's own ``param`` says (checked up front:
+#: ``batch_size=0`` would otherwise be a bare ZeroDivisionError in the first step)
+ENGINE_LIMITS: dict[str, dict[str, float]] = {"batch_size": {"minimum": 1}, "lr": {"above": 0},
+                                              "weight_decay": {"minimum": 0}, "image_size": {"minimum": 0},
+                                              "n_clusters": {"minimum": 0}}
 
 
 class DeepMethod(Method):
@@ -72,6 +77,10 @@ class DeepMethod(Method):
         if missing:
             raise PluginError(f"deep method {cls.name!r}: `Params` lacks {', '.join(missing)} "
                               "(subclass clusterbench.DeepParams)")
+
+    @classmethod
+    def param_limits(cls) -> dict[str, dict[str, float]]:
+        return ENGINE_LIMITS
 
     # ---- what a method must say -----------------------------------------------------
     @abc.abstractmethod

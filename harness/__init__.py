@@ -45,6 +45,11 @@ _LAZY = {
     "mlp": "clusterbench.train.backbones",
     "nt_xent": "clusterbench.train.losses",
     "neg_entropy_of_mean": "clusterbench.train.losses",
+    "info_nce": "clusterbench.train.losses",
+    "FeatureQueue": "clusterbench.train.queue",
+    "gumbel_noise": "clusterbench.train.assign",
+    "gumbel_softmax": "clusterbench.train.assign",
+    "simplex_centres": "clusterbench.train.assign",
     "CCObjective": "clusterbench.train.objectives",
     "cc_loss": "clusterbench.train.objectives",
     "cc_cluster_loss": "clusterbench.train.objectives",
@@ -69,6 +74,7 @@ __all__ = [
     "DeepMethod",
     "DeepParams",
     "EngineSettings",
+    "FeatureQueue",
     "GraphUnavailable",
     "ImageData",
     "Method",
@@ -89,7 +95,10 @@ __all__ = [
     "cc_loss",
     "cosine_momentum",
     "ema_update",
+    "gumbel_noise",
+    "gumbel_softmax",
     "hookimpl",
+    "info_nce",
     "kmeans",
     "load_results",
     "mlp",
@@ -98,6 +107,7 @@ __all__ = [
     "nt_xent",
     "param",
     "run_grid",
+    "simplex_centres",
 ]
 
 

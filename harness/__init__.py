@@ -60,6 +60,8 @@ _LAZY = {
     "cosine_momentum": "clusterbench.train.momentum",
     "kmeans": "clusterbench.evaluate.faiss_kmeans",
     "available_cpus": "clusterbench.evaluate.faiss_kmeans",
+    "run_grid": "clusterbench.launch.api",
+    "load_results": "clusterbench.launch.api",
 }
 
 __all__ = [
@@ -98,11 +100,13 @@ __all__ = [
     "hookimpl",
     "info_nce",
     "kmeans",
+    "load_results",
     "mlp",
     "momentum_copy",
     "neg_entropy_of_mean",
     "nt_xent",
     "param",
+    "run_grid",
     "simplex_centres",
     "warmup_cosine",
 ]

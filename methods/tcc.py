@@ -352,7 +352,8 @@ class TCC(DeepMethod):
         formulation: str = param("verdandi", "verdandi (the author's code) | abstract (written from the abstract)",
                                  "see the module docstring", choices=("verdandi", "abstract"))
         backbone: str = param("resnet34", "ResNet depth: resnet18 | resnet34 | resnet50",
-                              CODE + "layer/encodec.py:16 (BasicBlock [3,4,6,3])")
+                              CODE + "layer/encodec.py:16 (BasicBlock [3,4,6,3])",
+                              choices=("resnet18", "resnet34", "resnet50"))
         small_stem: bool = param(True, "3x3 stride-1 stem without max-pool", CODE + "layer/encodec.py:62")
         image_size: int = param(0, "input size (0 = the dataset's own: 32 on CIFAR)",
                                 CODE + "util/data/data_info.py:3 (32) and moco_aug.py:68")

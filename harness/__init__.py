@@ -50,6 +50,7 @@ _LAZY = {
     "gumbel_noise": "clusterbench.train.assign",
     "gumbel_softmax": "clusterbench.train.assign",
     "simplex_centres": "clusterbench.train.assign",
+    "warmup_cosine": "clusterbench.train.schedule",
     "CCObjective": "clusterbench.train.objectives",
     "cc_loss": "clusterbench.train.objectives",
     "cc_cluster_loss": "clusterbench.train.objectives",
@@ -108,6 +109,7 @@ __all__ = [
     "param",
     "run_grid",
     "simplex_centres",
+    "warmup_cosine",
 ]
 
 

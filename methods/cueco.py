@@ -94,7 +94,6 @@ its batch of 2 x 64 and 400 epochs are left to the run's budget).
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
 import torch
@@ -102,7 +101,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from clusterbench import (AugmentSpec, DeepMethod, DeepParams, FeatureQueue, ResNetBackbone, cosine_momentum,
-                          ema_update, hookimpl, info_nce, mlp, momentum_copy, neg_entropy_of_mean, param)
+                          ema_update, hookimpl, info_nce, mlp, momentum_copy, neg_entropy_of_mean, param,
+                          warmup_cosine)
 
 PAPER = "Giakoumoglou & Stathaki, Cluster Contrast for Unsupervised Visual Representation Learning, ICIP 2025"
 
@@ -161,15 +161,6 @@ def cueco_loss(z1, z2, k1, k2, s1, s2, ks1, ks2, queue1, queue2, *, temperature:
         balance = neg_entropy_of_mean(torch.cat([s1, s2]).float().div(cluster_temperature).softmax(1))
     return {"loss": l_con + cluster_weight * l_clu, "loss_contrast": l_con, "loss_cluster": l_clu,
             "cluster_imbalance": balance}
-
-
-def warmup_cosine(progress: float, warmup: float) -> float:
-    """Linear warmup over the first ``warmup`` fraction, then cosine decay to 0."""
-    p = min(1.0, max(0.0, float(progress)))
-    if warmup > 0 and p < warmup:
-        return p / warmup
-    span = max(1e-12, 1.0 - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * (p - warmup) / span))
 
 
 # ---- the model ------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -54,9 +55,11 @@ def _failures(reg: Any) -> str:
 def _engine_settings(args: argparse.Namespace) -> EngineSettings:
     """:class:`EngineSettings` from the flags ``run`` and ``bench`` share (:func:`_engine_flags`)."""
     import torch  # the run imports it anyway (seeding)
+
+    from clusterbench.validate import device_problem
+    if (problem := device_problem(args.device)) is not None:  # run and bench: the same one line
+        raise ConfigError(problem)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: no CUDA GPU is available")
     return EngineSettings(device=device, precision=args.precision, compile=_compile_default(args.compile, device),
                           eval_every=getattr(args, "eval_every", 0), cuda_graphs=not args.no_cuda_graphs,
                           compile_augment=not args.no_compile_augment)
@@ -106,11 +109,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 def plan_run(args: argparse.Namespace) -> tuple[Any, Any, Budget, EngineSettings]:
     """The registry, checked grid, budget and engine settings ``run``'s flags ask for; nothing is written."""
     from clusterbench.runner import plan_grid
+    from clusterbench.validate import GridRequest, validate_grid
     reg = _registry(args)
-    budget = Budget.parse(args.budget or DEFAULT_BUDGET)
     methods = args.methods or sorted(n for n, c in reg.methods.items() if c.quick)
     if not methods:
         raise ConfigError("no methods selected and no quick method installed")
+    validate_grid(reg, GridRequest(methods, args.datasets or [DEFAULT_DATASET], args.seeds,
+                                   args.budget or DEFAULT_BUDGET, args.results, args.data_root, args.protocols,
+                                   args.linear, args.device, args.eval_every))  # every problem, exit 2
+    budget = Budget.parse(args.budget or DEFAULT_BUDGET)
     grid = plan_grid(reg, methods, args.datasets or [DEFAULT_DATASET], args.data_root, args.protocols, args.linear)
     return reg, grid, budget, _engine_settings(args)
 
@@ -136,12 +143,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     from clusterbench.report.figures import build_figures
     from clusterbench.report.leaderboard import build_leaderboard
     from clusterbench.report.render import render
+    if args.figure_methods < 0:
+        raise ConfigError(f"--figure-methods {args.figure_methods}: must be >= 0")
     store = ResultsStore(args.results, create=False)
     records = list(store.iter_records(strict=True))  # a broken record: RecordError naming the file, exit 2
     outputs = _report_outputs(args)
     html = any(fmt == "html" for fmt, _ in outputs)
     reg = _registry(args) if (args.paper or html) else None
-    board = build_leaderboard(records, reg.reported_results() if args.paper else None)  # once, for every format
+    board = build_leaderboard(records, reg.reported_results() if args.paper else None,  # once, for every format
+                              equal_time=args.equal_time)
     figures, notes = [], []
     if html:
         figures = build_figures(board, store.load_labels, reg.recorded_data_loader(args.data_root),
@@ -267,6 +277,8 @@ def _add_report(sub: Any) -> None:
     rep.add_argument("--figure-methods", type=int, default=4, metavar="N",
                      help="confusion matrix and sample grid for the N best methods of each dataset (default 4)")
     rep.add_argument("--title", default="clusterbench report", help="title of the html report")
+    rep.add_argument("--equal-time", nargs="+", type=float, default=[1.0, 2.0, 4.0], metavar="MIN",
+                     help="GPU-minute marks of the equal-time table: head ACC each method had reached by then")
     rep.set_defaults(func=cmd_report)
 
 
@@ -294,6 +306,15 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:  #
     return f"clusterbench: warning: {message}\n"
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush does not fail on the closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a file (captured in tests)
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -307,11 +328,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.formatwarning = _one_line_warning
             return args.func(args)
     except ClusterbenchError as exc:
-        print(f"clusterbench: error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines() or [""]:  # a grid's problems: one line each
+            print(f"clusterbench: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("clusterbench: interrupted; finished runs are kept, rerun the same command to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `clusterbench report | head`: the reader has what it wanted
+        _silence_stdout()
+        return 141  # 128 + SIGPIPE, as a shell reports a process the closed pipe stopped
+    except OSError as exc:  # the disk filled up, the store became read-only: one line; finished records stay
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"clusterbench: error: {exc.strerror or exc}{where}; finished runs are kept", file=sys.stderr)
+        return 1
     finally:
         warnings.formatwarning = saved_format
 

@@ -102,7 +102,7 @@ def run_cell(registry: Registry, cell: Cell, data: ImageData, store: ResultsStor
             fields, labels = _fit_and_score(cell, data, ctx)
         except KeyboardInterrupt:
             raise
-        except Exception as exc:  # the grid goes on; the record says why
+        except (Exception, SystemExit) as exc:  # the grid goes on; the record says why (sys.exit() in a plugin too)
             fields, labels = _failure(exc), None
         finally:
             gc.collect()
@@ -120,10 +120,11 @@ def _fit_and_score(cell: Cell, data: ImageData, ctx: RunContext) -> tuple[dict[s
     stats = stats or TrainStats(train_seconds=fit_seconds, images_seen=len(seen))
     cost = {
         "train_seconds": stats.train_seconds,
+        "setup_seconds": stats.setup_seconds,  # one-off work before the clock (compile, graph capture)
         "fit_seconds": fit_seconds,
         "wall_seconds": time.perf_counter() - wall,
         "images_seen": stats.images_seen,
-        "train_images_per_s": stats.images_seen / stats.train_seconds if stats.train_seconds > 0 else None,
+        "train_images_per_s": stats.train_images_per_s,
         "eval_images_per_s": infer_ips,
         **_peak_memory_mb(cell.device),
     }
@@ -221,11 +222,17 @@ class Grid:
         keys = self.keys(seeds)
         reporter.start(len(keys))
         loaded: dict[int, tuple[ImageData, str]] = {}
+        ran: set[str] = set()
         for key in keys:
             if key.dataset not in loaded:  # keys come dataset by dataset: hold one dataset at a time
                 loaded = {key.dataset: self.load(key.dataset, reporter)}
             data, digest = loaded[key.dataset]
             label, cell = self.cell(key, digest, budget, settings)
+            if cell.run_id in ran:  # `cc cc[lr=0.0003]`: two spellings of one cell
+                reporter.cell_done(label, CellOutcome(type(cell.method).name, cell.dataset.name, key.seed,
+                                                      cell.run_id, "skipped", reason="the same cell as an earlier one"))
+                continue
+            ran.add(cell.run_id)
             outcome = run_cell(self.registry, cell, data, store, force=force, progress=reporter.cell_progress(label))
             reporter.cell_done(label, outcome)
             result.outcomes.append(outcome)
@@ -233,7 +240,8 @@ class Grid:
         return result
 
     def keys(self, seeds: Sequence[int]) -> list[CellKey]:
-        """Every cell's key in grid order: dataset, method, split, seed."""
+        """Every cell's key in grid order: dataset, method, split, seed (`--seeds 0 0`: one cell)."""
+        seeds = list(dict.fromkeys(seeds))
         return [CellKey(d, i, split, seed) for d in range(len(self.datasets)) for i, m in enumerate(self.methods)
                 for _, split in m.cells() for seed in seeds]
 
@@ -275,14 +283,13 @@ def plan_grid(registry: Registry, method_names: Sequence[str], dataset_names: Se
     ``probe``: its settings, or ``--linear``'s ``KEY=VALUE`` items."""
     probe = probe if isinstance(probe, LinearProbe) else LinearProbe.parse(probe)
     methods = []
-    for ref in registry.method_refs(method_names):
+    for ref in dict.fromkeys(registry.method_refs(method_names)):  # `kmeans kmeans`: one entry
         template = registry.make_method(ref)
         chosen = check_protocols(type(template), list(protocols) if protocols else None)
         methods.append(GridMethod(ref, template, tuple(p for p in chosen if p not in LINEAR_PROTOCOLS),
                                   tuple(p for p in chosen if p in LINEAR_PROTOCOLS)))
     datasets = []
-    for text in dataset_names:
-        ref = PluginRef.parse(text)
+    for ref in dict.fromkeys(PluginRef.parse(text) for text in dataset_names):
         datasets.append((ref, registry.make_dataset(ref, data_root)))
     return Grid(registry, tuple(methods), tuple(datasets), probe)
 

@@ -68,7 +68,8 @@ class CC(CCObjective, DeepMethod):
 
     @dataclass(frozen=True)
     class Params(DeepParams):
-        backbone: str = param("resnet34", "ResNet depth: resnet18 | resnet34 | resnet50", "§4.2: ResNet-34")
+        backbone: str = param("resnet34", "ResNet depth: resnet18 | resnet34 | resnet50", "§4.2: ResNet-34",
+                             choices=("resnet18", "resnet34", "resnet50"))
         small_stem: bool = param(False, "3x3 stride-1 stem without max-pool (for small inputs)",
                                  "official code: ImageNet stem at 224x224")
         image_size: int = param(224, "input size the images are resized to (0 = the dataset's own)",

@@ -232,7 +232,8 @@ class CueCoNetwork(nn.Module):
 def cueco_augmentation(jitter_strength: float, blur_p: float) -> AugmentSpec:
     s = jitter_strength
     return AugmentSpec(crop_scale=(0.08, 1.0), brightness=s, contrast=s, saturation=s, hue=min(0.5, s / 4),
-                       jitter_p=0.8, grayscale_p=0.2, blur_p=blur_p, solarize_p=0.0, flip_p=0.5)
+                       jitter_p=0.8, grayscale_p=0.2, blur_p=blur_p, solarize_p=0.0, flip_p=0.5,
+                       interpolation="bicubic")  # solo-learn pretrain_dataloader.py:224: RRC bicubic
 
 
 class CueCo(DeepMethod):
@@ -247,7 +248,8 @@ class CueCo(DeepMethod):
 
     @dataclass(frozen=True)
     class Params(DeepParams):
-        backbone: str = param("resnet18", "ResNet depth: resnet18 | resnet34 | resnet50", "abstract: ResNet-18")
+        backbone: str = param("resnet18", "ResNet depth: resnet18 | resnet34 | resnet50", "abstract: ResNet-18",
+                             choices=("resnet18", "resnet34", "resnet50"))
         small_stem: bool = param(True, "3x3 stride-1 stem without max-pool (the CIFAR ResNet-18 of solo-learn)",
                                  None)
         image_size: int = param(0, "input size the images are resized to (0 = the dataset's own: 32 on CIFAR)",

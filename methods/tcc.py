@@ -198,7 +198,7 @@ class TCC(DeepMethod):
     @dataclass(frozen=True)
     class Params(DeepParams):
         backbone: str = param("resnet34", f"ResNet depth: resnet18 | resnet34 | resnet50 ({_NOT_READ}; "
-                              "CC's ResNet-34, the setting TCC is compared in)")
+                              "CC's ResNet-34, the setting TCC is compared in)", choices=("resnet18", "resnet34", "resnet50"))
         small_stem: bool = param(False, "3x3 stride-1 stem without max-pool (for small inputs)")
         image_size: int = param(224, f"input size the images are resized to, 0 = the dataset's own "
                                 f"({_NOT_READ}; CC's 224)")

@@ -60,9 +60,9 @@ stored copies of those files; all the values below match them):
 - augmentation (``transform.py``, MoCo v3's): RandomResizedCrop with scale (0.08, 1),
   ColorJitter(0.4, 0.4, 0.2, 0.1) with p = 0.8, grayscale p = 0.2, Gaussian blur with
   sigma in [0.1, 2] always (p = 1.0), horizontal flip, ImageNet mean/std normalisation;
-  solarisation with p = 0.2 in the *second* view only.  The harness applies one policy to
-  both views, so solarisation is approximated by p = 0.1 in each view (the same expected
-  number, 0.2, of solarised views per pair) -- a harness approximation, not VTCC's.
+  solarisation with p = 0.2 in the *second* view only (``transform.py:39``; view 1 is
+  ``:22-31``, view 2 ``:33-43``): one ``AugmentSpec`` per view, as the official code has
+  one transform per view.
 Where the paper/code is silent: the cluster projector's BatchNorm running statistics are
 used at prediction time (the official code calls ``model.eval()`` too); K = the number of
 classes (all of the official configurations).
@@ -96,6 +96,7 @@ one.  The paper setting (224x224, batch 128) trains at about 2,500 img/s (model 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import partial
 
@@ -241,11 +242,13 @@ class VTCCNetwork(nn.Module):
         return self.instance_projector(h), self.cluster_projector(h).float().softmax(dim=1)
 
 
-def vtcc_augmentation(blur_p: float, solarize_p: float) -> AugmentSpec:
-    """MoCo v3's policy (official ``transform.py``); the ImageNet Normalize is ``VTCC.input_mean``/``input_std``."""
-    return AugmentSpec(crop_scale=(0.08, 1.0), flip_p=0.5, jitter_p=0.8, brightness=0.4, contrast=0.4,
-                       saturation=0.2, hue=0.1, grayscale_p=0.2, blur_p=blur_p, blur_sigma=(0.1, 2.0),
-                       solarize_p=solarize_p)
+def vtcc_augmentation(blur_p: float, solarize_p: float) -> tuple[AugmentSpec, AugmentSpec]:
+    """MoCo v3's policy, one spec per view (official ``transform.py:22-31`` and ``:33-43``): the
+    same in both views except that only the second is solarised.  The ImageNet Normalize is
+    ``VTCC.input_mean``/``input_std``."""
+    view = AugmentSpec(crop_scale=(0.08, 1.0), flip_p=0.5, jitter_p=0.8, brightness=0.4, contrast=0.4,
+                       saturation=0.2, hue=0.1, grayscale_p=0.2, blur_p=blur_p, blur_sigma=(0.1, 2.0))
+    return view, dataclasses.replace(view, solarize_p=solarize_p)
 
 
 # ---- the plugin ---------------------------------------------------------------------------------
@@ -255,7 +258,7 @@ class VTCC(CCObjective, DeepMethod):
     paper = PAPER
     provenance = "official-code"
     provenance_note = "checked item by item against JackKoLing/VTCC (ViT, conv stem, transforms, losses)"
-    version = "1"
+    version = "2"  # 2: solarisation in the second view only (was 0.1 in each)
     # ImageNet normalisation of the input, in training and at test time (official transform.py)
     input_mean = IMAGENET_MEAN
     input_std = IMAGENET_STD
@@ -281,9 +284,8 @@ class VTCC(CCObjective, DeepMethod):
         weight_decay: float = param(0.0, "Adam weight decay", f"{CODE}, config.yaml: 0")
         blur_p: float = param(1.0, "Gaussian blur probability (sigma in [0.1, 2])",
                               f"{CODE}, transform.py: p = 1.0 in both views")
-        solarize_p: float = param(0.1, "solarisation probability per view",
-                                  f"{CODE}, transform.py: p = 0.2 in view 2 only; 0.1 per view is the "
-                                  "harness's one-policy approximation")
+        solarize_p: float = param(0.2, "solarisation probability of the second view (the first: none)",
+                                  f"{CODE}, modules/transform.py:39: p = 0.2 in view 2 only")
         n_clusters: int = param(0, "K (0 = the dataset's number of classes)", f"{CODE}, train.py: K = classes")
 
     presets = {

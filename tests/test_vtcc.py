@@ -246,11 +246,13 @@ def test_defaults_are_the_official_ones():
     assert enc.blocks[0].attn.num_heads == 12 and enc.blocks[0].mlp.fc1.out_features == 1536
     assert enc.norm.eps == 1e-6 and enc.blocks[0].attn.qkv.bias is not None
     assert net.cluster_projector[0].out_features == 1536
-    spec = augment_policy(m, None)
-    assert spec.crop_scale == (0.08, 1.0) and (spec.brightness, spec.contrast, spec.saturation, spec.hue) == \
-        (0.4, 0.4, 0.2, 0.1)
-    assert (spec.jitter_p, spec.grayscale_p, spec.blur_p, spec.solarize_p) == (0.8, 0.2, 1.0, 0.1)
-    assert spec.mean == (0.485, 0.456, 0.406) and spec.std == (0.229, 0.224, 0.225)
+    view1, view2 = augment_policy(m, None)  # one spec per view, as official transform.py:22-43
+    for spec in (view1, view2):
+        assert spec.crop_scale == (0.08, 1.0) and (spec.brightness, spec.contrast, spec.saturation, spec.hue) == \
+            (0.4, 0.4, 0.2, 0.1)
+        assert (spec.jitter_p, spec.grayscale_p, spec.blur_p) == (0.8, 0.2, 1.0)
+        assert spec.mean == (0.485, 0.456, 0.406) and spec.std == (0.229, 0.224, 0.225)
+    assert (view1.solarize_p, view2.solarize_p) == (0.0, 0.2)  # only the second view is solarised (:39)
 
 
 def test_fast_preset_is_a_small_vit_at_the_datasets_size():
@@ -277,7 +279,7 @@ def test_the_input_normalisation_is_the_class_attribute_and_a_policy_may_not_con
 
     m = tiny()
     assert (VTCC.input_mean, VTCC.input_std) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-    assert m.augmentation(None).mean is None  # the policy leaves it to the class
+    assert all(v.mean is None for v in m.augmentation(None))  # the policy leaves it to the class
 
     class Contradicting(VTCC):
         def augmentation(self, data):

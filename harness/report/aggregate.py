@@ -23,7 +23,9 @@ METRICS = [  # (record key, column title, higher is better)
     ("linear_logreg", "Linear acc (logreg)", True),
 ]
 LINEAR = {"linear": "linear", "linear-logreg": "linear_logreg"}  # record protocol -> frame column
-COSTS = [
+COSTS = [  # the clock: train s (what minutes= counts), setup s (compile, graph capture: off the clock)
+    ("train_seconds", "Train s"),
+    ("setup_seconds", "Setup s"),
     ("train_images_per_s", "Train img/s"),
     ("eval_images_per_s", "Eval img/s"),
     ("wall_seconds", "Wall s"),

@@ -10,6 +10,7 @@ import html as _html
 import time
 from typing import TYPE_CHECKING, Sequence
 
+from clusterbench.report.costs import Extra
 from clusterbench.report.leaderboard import Leaderboard, Table
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ figcaption{font-size:.85em;color:#555}.notes{color:#8a4b00}.failed{color:#a00}
 .meta{color:#666;font-size:.85em}
 """
 TEXT_COLUMNS = {"Method", "Protocol", "Budget", "Source"}  # left-aligned; the rest are numbers
+EXTRA_TEXT = {"Method", "Budget", "Cell", "Device"}
 
 
 def html_table(table: Table) -> str:
@@ -53,7 +55,19 @@ def html_table(table: Table) -> str:
     if table.notes:
         cites += '<p class="meta provenance">' + "<br>".join(e(n) for n in table.notes) + "</p>"
     return (f"<table><caption>{e(table.caption)}</caption><thead><tr>{head}</tr></thead>"
-            f"<tbody>{''.join(body)}</tbody></table>{cites}")
+            f"<tbody>{''.join(body)}</tbody></table>{cites}" + "".join(_extra_table(x) for x in table.extras))
+
+
+def _extra_table(x: Extra) -> str:
+    """A table under the leaderboard (equal GPU time, cost per cell): plain cells, its note as caption."""
+    e = _html.escape
+    cols = list(x.frame.columns)
+    head = "".join(f'<th class="t">{e(c)}</th>' if c in EXTRA_TEXT else f"<th>{e(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f'<td class="t">{e(str(v))}</td>' if c in EXTRA_TEXT else f"<td>{e(str(v))}</td>"
+                                    for c, v in zip(cols, row)) + "</tr>"
+                   for row in x.frame.itertuples(index=False))
+    return (f"<table><caption>{e(x.title)}: {e(x.note)}</caption><thead><tr>{head}</tr></thead>"
+            f"<tbody>{body}</tbody></table>")
 
 
 def _figures(f: DatasetFigures) -> list[str]:

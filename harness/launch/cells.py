@@ -67,9 +67,12 @@ class PlannedGrid:
 
     def cells(self, reporter: GridObserver | None = None) -> list[PlannedCell]:
         """Every cell in grid order with its run id (each dataset is loaded for its digest)."""
-        out = []
+        out, seen = [], set()
         for i, key in enumerate(self.grid.keys(self.spec.values["seeds"])):
             label, cell = self.grid.cell(key, self.dataset(key.dataset, reporter)[1], self.budget, self.settings)
+            if cell.run_id in seen:  # two spellings of one cell (`cc cc[lr=0.0003]`): run once
+                continue
+            seen.add(cell.run_id)
             out.append(PlannedCell(i, key, label, cell.run_id, type(cell.method).name, cell.dataset.name))
         return out
 

@@ -49,7 +49,7 @@ def add_launch_commands(sub: Any, run: argparse.ArgumentParser, parents: Sequenc
 
 def scaled(args: argparse.Namespace) -> bool:
     """Whether ``run`` was asked for anything of this module's (else the plain sequential run)."""
-    return any(getattr(args, d, None) for d in LAUNCH_DESTS)
+    return any(getattr(args, d, None) is not None for d in LAUNCH_DESTS)
 
 
 def grid_spec(args: argparse.Namespace, defaults: dict[str, Any]):

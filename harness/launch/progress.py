@@ -31,7 +31,7 @@ class GridProgress:
 
     def finished(self, index: int, label: str, outcome: CellOutcome) -> None:
         self.running.pop(index, None)
-        self.done += outcome.status in ("done", "skipped")
+        self.done += outcome.status in ("done", "partial", "skipped")
         self.failed += outcome.status == "failed"
         self.observer.cell_done(label, outcome)
 

@@ -20,6 +20,9 @@ from clusterbench.runner import CellOutcome, GridObserver, GridResult
 def launch(spec: GridSpec, planned: PlannedGrid, cells: Sequence[PlannedCell], args: argparse.Namespace,
            reporter: GridObserver) -> tuple[GridResult | None, GridStore]:
     """Run (or submit) ``cells``; the result (None once submitted to SLURM) and the store."""
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers {args.workers}: expected at least 1")
+    pool = None if args.launcher or not (args.workers or args.gpus) else workers_and_gpus(args, planned.settings.device)
     store = GridStore(args.results, spec.source)  # after every check: a typo writes nothing
     outcomes: dict[int, CellOutcome] = {}
     todo = []
@@ -42,10 +45,10 @@ def launch(spec: GridSpec, planned: PlannedGrid, cells: Sequence[PlannedCell], a
             if c.index in outcomes:
                 progress.finished(c.index, c.label, outcomes[c.index])
         try:
-            if args.workers or args.gpus:
+            if pool is not None:
                 from clusterbench.launch.local import run_pool
 
-                workers, gpus = workers_and_gpus(args, planned.settings.device)
+                workers, gpus = pool
                 ran = run_pool(spec, store.root, todo, progress, workers=workers, gpus=gpus, force=args.force)
             else:
                 ran = _run_here(planned, store, todo, progress, force=args.force)
@@ -69,8 +72,6 @@ def _run_here(planned: PlannedGrid, store: GridStore, cells: Sequence[PlannedCel
 
 def workers_and_gpus(args: Any, device: str) -> tuple[int, list[int]]:
     """How many workers, and the GPUs they take in turn (none on the CPU)."""
-    if args.workers is not None and args.workers < 1:
-        raise ConfigError(f"--workers {args.workers}: expected at least 1")
     if not device.startswith("cuda"):
         if args.gpus:
             raise ConfigError(f"--gpus {args.gpus}: the run is on the CPU (--device {device})")

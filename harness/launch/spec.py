@@ -32,7 +32,7 @@ GRID_KEYS = ("methods", "datasets", "seeds", "budget", "data_root", "protocols",
 #: engine keys (top level or under ``engine:``); ``cuda_graphs``/``compile_augment`` are the ``--no-*`` flags negated
 ENGINE_KEYS = ("device", "precision", "compile", "cuda_graphs", "compile_augment")
 #: everything a worker needs to re-plan the grid: the grid and engine flags, and ``--plugin`` files
-SPEC_DESTS = GRID_KEYS + ("device", "precision", "compile", "no_cuda_graphs", "no_compile_augment", "plugin")
+SPEC_DESTS = GRID_KEYS + ("device", "precision", "compile", "no_cuda_graphs", "no_compile_augment", "plugin", "results")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Protocol, Sequence
 
 from clusterbench.api import Dataset, ImageData, Method, TrainStats
+from clusterbench.attempts import AttemptClock
 from clusterbench.budget import Budget
 from clusterbench.cell import Cell
 from clusterbench.context import RunContext
@@ -37,7 +38,7 @@ class CellOutcome:
     dataset: str
     seed: int
     run_id: str
-    status: str  # done | skipped | failed | busy
+    status: str  # done | partial (some protocols failed) | skipped | failed | busy
     record: dict[str, Any] | None = None
     reason: str | None = None
 
@@ -48,7 +49,8 @@ class GridResult:
 
     @property
     def failed(self) -> list[CellOutcome]:
-        return [o for o in self.outcomes if o.status == "failed"]
+        """Cells that failed, and cells that kept some protocols but lost others (``partial``)."""
+        return [o for o in self.outcomes if o.status in ("failed", "partial")]
 
 
 class GridObserver(Protocol):
@@ -91,15 +93,21 @@ def run_cell(registry: Registry, cell: Cell, data: ImageData, store: ResultsStor
             return replace(outcome, status="skipped", record=rec)
         store.clean_run_dir(rid)  # a killed attempt's temp files and orphan labels; the checkpoint stays
         if force:
-            (store.run_dir(rid) / "checkpoint.pt").unlink(missing_ok=True)
+            _drop_finished_checkpoint(store, rid)
         record = cell.record_header(data, registry.provider("method", outcome.method))
         seed_everything(cell.seed)
         _reset_peak(cell.settings.device)
         seen = cell.fit_data(data)  # a linear cell's method never sees the test split
+        clock = AttemptClock(store.run_dir(rid))
+
+        def tick(frac: float, msg: str) -> None:
+            clock.tick()
+            progress(frac, msg)
+
         ctx = RunContext(seed=cell.seed, budget=cell.budget, settings=cell.settings, run_dir=store.run_dir(rid),
-                         evaluate=lambda labels: evaluate(seen.y, labels), progress=progress)
+                         evaluate=lambda labels: evaluate(seen.y, labels), progress=tick)
         try:
-            fields, labels = _fit_and_score(cell, data, ctx)
+            fields, labels = _fit_and_score(cell, data, ctx, clock)
         except KeyboardInterrupt:
             raise
         except (Exception, SystemExit) as exc:  # the grid goes on; the record says why (sys.exit() in a plugin too)
@@ -110,32 +118,57 @@ def run_cell(registry: Registry, cell: Cell, data: ImageData, store: ResultsStor
         return _finish(registry, cell, store, record, labels, outcome)
 
 
-def _fit_and_score(cell: Cell, data: ImageData, ctx: RunContext) -> tuple[dict[str, Any], Any]:
-    """Fit on the unlabelled images, score every protocol: the done record's fields and the labels."""
+def _drop_finished_checkpoint(store: ResultsStore, rid: str) -> None:
+    """``--force``: start over, unless the checkpoint is newer than the record, i.e. a killed
+    ``--force`` attempt left it (resume that one instead of training from epoch 0 again)."""
+    ck, rec = store.run_dir(rid) / "checkpoint.pt", store.record_path(rid)
+    if ck.exists() and rec.exists() and ck.stat().st_mtime_ns > rec.stat().st_mtime_ns:
+        return
+    ck.unlink(missing_ok=True)
+    AttemptClock.reset(store.run_dir(rid))
+
+
+def _fit_and_score(cell: Cell, data: ImageData, ctx: RunContext,
+                   clock: AttemptClock | None = None) -> tuple[dict[str, Any], Any]:
+    """Fit on the unlabelled images, score every protocol: the done record's fields and the labels.
+
+    ``clock``: the cell's attempts so far; ``wall_seconds`` sums them (a resumed run's time too)."""
     wall = time.perf_counter()
     seen = cell.fit_data(data)
     stats = cell.method.fit(seen.without_labels(), ctx)
     fit_seconds = time.perf_counter() - wall
-    results, labels, infer_ips = run_protocols(cell.method, data, list(cell.protocols), cell.seed, cell.probe)
+    errors: dict[str, BaseException] = {}
+    results, labels, infer_ips = run_protocols(cell.method, data, list(cell.protocols), cell.seed, cell.probe,
+                                               errors=errors)
+    if not results:  # no protocol scored: the cell failed (a deep run's final checkpoint stays for the rerun)
+        raise next(iter(errors.values()))
     stats = stats or TrainStats(train_seconds=fit_seconds, images_seen=len(seen))
     cost = {
         "train_seconds": stats.train_seconds,
         "setup_seconds": stats.setup_seconds,  # one-off work before the clock (compile, graph capture)
         "fit_seconds": fit_seconds,
-        "wall_seconds": time.perf_counter() - wall,
+        "wall_seconds": clock.seconds() if clock else time.perf_counter() - wall,
+        "attempts": clock.attempts if clock else 1,
         "images_seen": stats.images_seen,
         "train_images_per_s": stats.train_images_per_s,
         "eval_images_per_s": infer_ips,
         **_peak_memory_mb(cell.device),
     }
-    fields = {"status": "done", "protocols": results, "primary_protocol": cell.protocols[0], "cost": cost,
+    fields = {"status": "partial" if errors else "done", "protocols": results,
+              "primary_protocol": next(p for p in cell.protocols if p in results), "cost": cost,
               "stats": stats.to_dict()}
+    if errors:  # what training earned is kept; a rerun evaluates again from the final checkpoint
+        fields["protocol_errors"] = {p: _reason(exc) for p, exc in errors.items()}
     return fields, labels
+
+
+def _reason(exc: BaseException) -> str:
+    return "out of memory" if _is_oom(exc) else f"{type(exc).__name__}: {exc}"
 
 
 def _failure(exc: Exception) -> dict[str, Any]:
     """A failed record's fields; call it inside the ``except`` (it reads the traceback)."""
-    reason = "out of memory" if _is_oom(exc) else f"{type(exc).__name__}: {exc}"
+    reason = _reason(exc)
     where = ({"diverged_at_epoch": exc.epoch, "diverged_at_step": exc.step}
              if isinstance(exc, TrainingDiverged) else {})
     return {"status": "failed", "stats": where,
@@ -147,11 +180,13 @@ def _finish(registry: Registry, cell: Cell, store: ResultsStore, record: dict[st
     """The one tail of a cell, done or failed: stamp, write (labels first), tidy up, notify."""
     record.update(finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), env=environment(cell.device))
     store.write_record(cell.run_id, record, labels=labels)  # without labels (failed): stale ones are removed
-    if record["status"] == "done":  # a failed deep run keeps its checkpoint: a rerun resumes from it
+    if record["status"] == "done":  # a failed or partial deep run keeps its checkpoint: a rerun resumes from it
         (store.run_dir(cell.run_id) / "checkpoint.pt").unlink(missing_ok=True)
+        AttemptClock.reset(store.run_dir(cell.run_id))
     store.clean_run_dir(cell.run_id)
     registry.notify_run_finished(record)
-    reason = record["error"]["reason"] if record["status"] == "failed" else None
+    reason = (record["error"]["reason"] if record["status"] == "failed" else
+              "; ".join(f"protocol {p} failed: {r}" for p, r in record.get("protocol_errors", {}).items()) or None)
     return replace(outcome, status=record["status"], record=record, reason=reason)
 
 

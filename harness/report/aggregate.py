@@ -116,7 +116,8 @@ def label_runs(done: Sequence[dict[str, Any]]) -> RunLabels:
 
 
 def finished(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [rec for rec in records if rec.get("status") == "done"]
+    """Runs whose numbers enter tables: done, and partial (their protocols that succeeded)."""
+    return [rec for rec in records if rec.get("status") in ("done", "partial")]
 
 
 def records_to_frame(records: Iterable[dict[str, Any]], labels: RunLabels | None = None) -> pd.DataFrame:
@@ -186,4 +187,8 @@ def failed_runs(records: Iterable[dict[str, Any]]) -> list[str]:
                 if isinstance(rec.get("error"), dict) else "no reason recorded"
             out.append(f"{rec.get('method_spec', rec['method'])} on {rec['dataset']['name']} seed {rec['seed']}: "
                        f"{reason} ({rec['run_id']})")
+        elif rec.get("status") == "partial":  # in the tables with the protocols that succeeded
+            for proto, why in (rec.get("protocol_errors") or {}).items():
+                out.append(f"{rec.get('method_spec', rec['method'])} on {rec['dataset']['name']} seed "
+                           f"{rec['seed']}: protocol {proto} failed: {why} ({rec['run_id']})")
     return out

@@ -25,7 +25,7 @@ REQUIRED_KEYS = {
     "budget": dict,
     "params": dict,
 }
-STATUSES = ("done", "failed")
+STATUSES = ("done", "partial", "failed")  # partial: some protocols scored, the others failed (protocol_errors)
 
 
 #: protocol fields that are words, not numbers (the linear protocols': ``trained_on="train"``, ``probe``)
@@ -49,7 +49,7 @@ def validate_record(rec: Any, source: str) -> dict[str, Any]:
             raise RecordError(f"{source}: field {key!r} should be {typ.__name__}, got {type(rec[key]).__name__}")
     if rec["status"] not in STATUSES:
         raise RecordError(f"{source}: status {rec['status']!r} is not one of {STATUSES}")
-    if rec["status"] == "done":
+    if rec["status"] in ("done", "partial"):
         protocols = rec.get("protocols")
         if not isinstance(protocols, dict) or not protocols:
             raise RecordError(f"{source}: a finished record needs a non-empty 'protocols' object")
@@ -70,7 +70,7 @@ def validate_record(rec: Any, source: str) -> dict[str, Any]:
 
 OPTIONAL_KEYS = {  # fields reports read: absent or null is fine, another type is not
     "method_spec": str, "primary_protocol": str, "cost": dict, "env": dict, "engine": dict, "stats": dict,
-    "curve": list, "error": dict, "protocols_requested": list, "labels": dict,
+    "curve": list, "error": dict, "protocols_requested": list, "labels": dict, "protocol_errors": dict,
 }
 
 

@@ -211,8 +211,8 @@ class Engine:
         ips = ep.steps * self.batch_size / max(1e-9, time.perf_counter() - ep.t0)
         self.ctx.progress(self._progress(s) if not done else 1.0, self._progress_text(s, f"loss {mean_loss:.3f} "
                                                                                      f"{ips:,.0f} img/s"))
-        if not done and complete:
-            self._maybe_checkpoint(run, s)
+        if complete or done:
+            self._maybe_checkpoint(run, s, final=done)
         return done
 
     def _progress_text(self, s: _State, tail: str) -> str:
@@ -257,9 +257,11 @@ class Engine:
                           details=details.as_dict())
 
     # ---- checkpoints ------------------------------------------------------------------
-    def _maybe_checkpoint(self, run: _Run, s: _State) -> None:
-        """After every ``checkpoint_every`` complete epochs (not after the last one)."""
-        if s.epoch % max(1, self.ctx.settings.checkpoint_every):
+    def _maybe_checkpoint(self, run: _Run, s: _State, final: bool = False) -> None:
+        """After every ``checkpoint_every`` complete epochs, and once training is done: if a
+        protocol then fails (a ``partial`` record), a rerun evaluates from it without training
+        again.  The runner removes it when the record is ``done``."""
+        if not final and s.epoch % max(1, self.ctx.settings.checkpoint_every):
             return
         buf = io.BytesIO()
         torch.save({"model": run.model.state_dict(), "optimizer": run.opt.state_dict(),

@@ -101,6 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from clusterbench.progress import Reporter
     from clusterbench.report.render import render
     from clusterbench.runner import plan_grid
+    from clusterbench.threads import size_threads
     from clusterbench.validate import GridRequest, validate_grid
     reg = _registry(args)
     methods = args.methods or sorted(n for n, c in reg.methods.items() if c.quick)
@@ -112,10 +113,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     budget = Budget.parse(args.budget or DEFAULT_BUDGET)
     grid = plan_grid(reg, methods, args.datasets or [DEFAULT_DATASET], args.data_root, args.protocols, args.linear)
     settings = _engine_settings(args)
+    size_threads()  # CPUs available / workers sharing them: no oversubscription
     store = ResultsStore(args.results)  # after every check: a typo writes nothing
     result = grid.run(args.seeds, budget, store, settings, force=args.force, reporter=Reporter(quiet=args.quiet))
     print(render([o.record for o in result.outcomes if o.record is not None], "markdown"))
     print(f"results: {store.root}/  (rebuild tables with: clusterbench report --results {store.root})")
+    if busy := [o for o in result.outcomes if o.status == "busy"]:  # several processes on one store
+        print(f"{len(busy)} cell(s) not in this table, still running in another process: " + "; ".join(
+            f"{o.method} on {o.dataset} seed {o.seed}" for o in busy) + f". When they finish, `clusterbench "
+            f"report --results {store.root}` is the table of record.", file=sys.stderr)
     if result.failed:
         print(f"{len(result.failed)} run(s) failed: " + "; ".join(
             f"{o.method} on {o.dataset} seed {o.seed}: {o.reason}" for o in result.failed), file=sys.stderr)

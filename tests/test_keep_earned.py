@@ -29,6 +29,7 @@ def test_a_protocol_failing_after_training_keeps_the_others_and_the_model(tmp_pa
     err = capsys.readouterr().err
     (rec,) = records_in(res)
     assert rec["status"] == "partial" and set(rec["protocols"]) == {"head"}
+    assert rec["stats"]["augment_compiled"] is False  # the CPU runs the jitter eagerly: the record says so
     assert rec["protocol_errors"] == {"kmeans": "ModuleNotFoundError: No module named 'faiss'"}
     assert "protocol kmeans failed: ModuleNotFoundError" in err
     run_dir = res / "runs" / rec["run_id"]

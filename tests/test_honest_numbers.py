@@ -116,3 +116,30 @@ def test_compiled_augmentation_is_never_claimed_on_the_cpu():
     assert EngineSettings(device="cpu", compile=True, compile_augment=True).augment_compiled is False
     assert EngineSettings(device="cuda", compile_augment=True).augment_compiled is True
     assert EngineSettings(device="cuda", compile=False, compile_augment=False).augment_compiled is False
+
+
+def test_a_long_method_spec_wraps_and_the_legend_stays_off_the_curves(tmp_path, capsys, monkeypatch):
+    from clusterbench.report import plots
+
+    spec = "kmeans-pca[n_components=50,whiten=false,niter=100,nredo=10,n_clusters=0]"
+    recs = [{"method": "kmeans-pca", "method_spec": spec + "x" * i, "seed": s,
+             "curve": [{"epoch": e, "acc": 0.1 * e, "nmi": 0.05 * e} for e in range(1, 6)]}
+            for i in range(3) for s in (0, 1)]
+    figs = []
+    monkeypatch.setattr(plots, "to_png", lambda fig: figs.append(fig) or b"png")
+    assert plots.learning_curves(recs) == b"png"
+    (fig,) = figs
+    fig.draw_without_rendering()
+    (legend,) = fig.legends
+    box = legend.get_window_extent()
+    assert all(not box.overlaps(ax.get_window_extent()) for ax in fig.axes)
+    assert all("\n" in t.get_text() for t in legend.get_texts())  # wrapped, not one 80-character line
+
+    res = tmp_path / "res"
+    assert main(["run", "--methods", spec, "--datasets", SMALL, "--seeds", "0", "--results", str(res),
+                 "--quiet"]) == 0
+    out = tmp_path / "r.html"
+    assert main(["report", "--results", str(res), "--html", "-o", str(out)]) == 0
+    page = out.read_text()
+    assert "td.t{white-space:normal;overflow-wrap:anywhere" in page
+    assert '<div class="wide"><table>' in page and spec in page

@@ -41,8 +41,32 @@ __all__ = [
     "Dataset",
     "Method",
     "param",
+    "Recipe",
     "TrainStats",
 ]
+
+
+#: The presets under which a recipe's ``data`` options apply: the paper's own settings.
+PAPER_PRESETS = (None, "paper")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a method's official code changes its recipe for one dataset (``Method.recipes``).
+
+    ``params`` override the method's defaults on that dataset (a preset and the user's
+    options still win over them); ``data`` are dataset options the official code reads the
+    data with (e.g. ImageNet-10 at full size, not pre-shrunk), applied under the paper's
+    settings (no preset or ``preset=paper``) unless the user gave them; ``source`` says
+    where it comes from (official file:line).
+    """
+
+    params: Mapping[str, Any]
+    source: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self, dataset: str) -> dict[str, Any]:
+        return {"dataset": dataset, "params": dict(self.params), "data": dict(self.data), "source": self.source}
 
 
 def param(default: Any, doc: str, source: str | None = None, *, minimum: float | None = None,
@@ -273,6 +297,8 @@ class Method(abc.ABC):
     provenance_note: ClassVar[str] = ""
     Params: ClassVar[type]
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    #: dataset name -> the official per-dataset changes to the defaults (see :class:`Recipe`)
+    recipes: ClassVar[Mapping[str, Recipe]] = {}
     protocols: ClassVar[tuple[str, ...]] = ("head",)  # evaluation protocols this method supports
     quick: ClassVar[bool] = False  # True: runs on a CPU in seconds, part of the default `run`
     deep: ClassVar[bool] = False  # True: trained by the harness engine under the run's budget
@@ -284,6 +310,12 @@ class Method(abc.ABC):
 
     def __init__(self, params: Any | None = None) -> None:
         self.params = params if params is not None else self.Params()
+        #: the per-dataset recipe its params were resolved with (``Recipe.to_dict``), recorded with the run
+        self.recipe: dict[str, Any] | None = None
+
+    def with_recipe(self, recipe: dict[str, Any] | None) -> "Method":
+        self.recipe = recipe
+        return self
 
     @classmethod
     def check_class(cls) -> None:
@@ -307,9 +339,11 @@ class Method(abc.ABC):
         return list(dataclasses.fields(cls.Params))
 
     @classmethod
-    def resolve_params(cls, overrides: Mapping[str, Any] | None = None, preset: str | None = None) -> Any:
-        """Defaults, then the preset, then explicit overrides (strings are parsed to the field's type)."""
-        values: dict[str, Any] = {}
+    def resolve_params(cls, overrides: Mapping[str, Any] | None = None, preset: str | None = None,
+                       dataset: str | None = None) -> Any:
+        """Defaults, then the ``dataset``'s recipe (:attr:`recipes`), then the preset, then explicit
+        overrides (strings are parsed to the field's type)."""
+        values: dict[str, Any] = dict(cls.recipes[dataset].params) if dataset in cls.recipes else {}
         if preset is not None:
             if preset not in cls.presets:
                 raise ConfigError(

@@ -14,6 +14,7 @@ from tabulate import tabulate
 
 from clusterbench.budget import Budget
 from clusterbench.errors import ClusterbenchError, ConfigError
+from clusterbench.launch.cli import add_launch_commands
 from clusterbench.results.io import atomic_write_bytes
 from clusterbench.results.store import ResultsStore
 from clusterbench.settings import EngineSettings
@@ -94,12 +95,26 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(tabulate(rows, headers=["parameter", "default", "meaning", "source"]))
     for name, values in cls.presets.items():
         print(f"\npreset {name}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+    if cls.recipes:
+        print("\nper-dataset recipes (over the defaults; a preset and your options win; data options "
+              "apply under the paper settings):")
+        rows = [(ds, ", ".join(f"{k}={v}" for k, v in r.params.items()) or "-",
+                 ", ".join(f"{k}={v}" for k, v in r.data.items()) or "-", r.source)
+                for ds, r in sorted(cls.recipes.items())]
+        print(tabulate(rows, headers=["dataset", "parameters", "data", "source"]))
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from clusterbench.progress import Reporter
-    from clusterbench.report.render import render
+    reg, grid, budget, settings = plan_run(args)
+    store = ResultsStore(args.results)  # after every check: a typo writes nothing
+    result = grid.run(args.seeds, budget, store, settings, force=args.force, reporter=Reporter(quiet=args.quiet))
+    return report_run(result, store)
+
+
+def plan_run(args: argparse.Namespace) -> tuple[Any, Any, Budget, EngineSettings]:
+    """The registry, checked grid, budget and engine settings ``run``'s flags ask for; nothing is written."""
     from clusterbench.runner import plan_grid
     from clusterbench.threads import size_threads
     from clusterbench.validate import GridRequest, validate_grid
@@ -113,9 +128,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     budget = Budget.parse(args.budget or DEFAULT_BUDGET)
     grid = plan_grid(reg, methods, args.datasets or [DEFAULT_DATASET], args.data_root, args.protocols, args.linear)
     settings = _engine_settings(args)
-    size_threads()  # CPUs available / workers sharing them: no oversubscription
-    store = ResultsStore(args.results)  # after every check: a typo writes nothing
-    result = grid.run(args.seeds, budget, store, settings, force=args.force, reporter=Reporter(quiet=args.quiet))
+    size_threads()  # CPUs available / workers sharing them (CLUSTERBENCH_WORKERS): no oversubscription
+    return reg, grid, budget, settings
+
+
+def report_run(result: Any, store: ResultsStore) -> int:
+    """The leaderboard of a grid's records and its failures; the exit code (1 if a cell failed)."""
+    from clusterbench.report.render import render
     print(render([o.record for o in result.outcomes if o.record is not None], "markdown"))
     print(f"results: {store.root}/  (rebuild tables with: clusterbench report --results {store.root})")
     if busy := [o for o in result.outcomes if o.status == "busy"]:  # several processes on one store
@@ -206,25 +225,32 @@ def _engine_flags() -> argparse.ArgumentParser:
     return p
 
 
-def _add_run(sub: Any, engine: argparse.ArgumentParser) -> None:
-    run = sub.add_parser("run", help="run every (method, dataset, seed) cell", parents=[engine], epilog=EPILOG_RUN,
+def _grid_flags() -> argparse.ArgumentParser:
+    """The flags that say which cells a grid has (``run``, ``status``; the keys of a ``--grid`` file)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--methods", nargs="+", metavar="NAME",
+                   help="method names, NAME[key=value,...] or 'all' (default: the quick methods)")
+    p.add_argument("--datasets", nargs="+", metavar="NAME",
+                   help=f"dataset names or NAME[key=value,...] (default: {DEFAULT_DATASET})")
+    p.add_argument("--seeds", nargs="+", type=int, default=DEFAULT_SEEDS, metavar="N")
+    p.add_argument("--budget", nargs="+", metavar="KEY=VALUE", help="training budget shared by every deep method: "
+                   f"epochs=, steps=, images=, minutes= (default: {DEFAULT_BUDGET})")
+    p.add_argument("--results", default=DEFAULT_RESULTS, help=f"results directory (default: {DEFAULT_RESULTS})")
+    p.add_argument("--data-root", help="where dataset files are (torchvision layouts, image folders)")
+    p.add_argument("--protocols", nargs="+", metavar="P", help="head kmeans; linear linear-logreg: one more cell")
+    p.add_argument("--linear", nargs="+", metavar="KEY=VALUE", help="the linear probe: epochs=100 lr=0.1 ...")
+    p.add_argument("--eval-every", type=int, default=0, metavar="EPOCHS",
+                   help="epochs between ACC/NMI points on the learning curve (default: about 10 points)")
+    return p
+
+
+def _add_run(sub: Any, parents: list[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    run = sub.add_parser("run", help="run every (method, dataset, seed) cell", parents=parents, epilog=EPILOG_RUN,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
-    run.add_argument("--methods", nargs="+", metavar="NAME",
-                     help="method names, NAME[key=value,...] or 'all' (default: the quick methods)")
-    run.add_argument("--datasets", nargs="+", metavar="NAME",
-                     help=f"dataset names or NAME[key=value,...] (default: {DEFAULT_DATASET})")
-    run.add_argument("--seeds", nargs="+", type=int, default=DEFAULT_SEEDS, metavar="N")
-    run.add_argument("--budget", nargs="+", metavar="KEY=VALUE", help="training budget shared by every deep method: "
-                     f"epochs=, steps=, images=, minutes= (default: {DEFAULT_BUDGET})")
-    run.add_argument("--results", default=DEFAULT_RESULTS, help=f"results directory (default: {DEFAULT_RESULTS})")
-    run.add_argument("--data-root", help="where dataset files are (torchvision layouts, image folders)")
-    run.add_argument("--protocols", nargs="+", metavar="P", help="head kmeans; linear linear-logreg: one more cell")
-    run.add_argument("--linear", nargs="+", metavar="KEY=VALUE", help="the linear probe: epochs=100 lr=0.1 ...")
-    run.add_argument("--eval-every", type=int, default=0, metavar="EPOCHS",
-                     help="epochs between ACC/NMI points on the learning curve (default: about 10 points)")
     run.add_argument("--force", action="store_true", help="rerun cells that already finished")
     run.add_argument("--quiet", action="store_true", help="no progress output")
     run.set_defaults(func=cmd_run)
+    return run
 
 
 def _add_bench(sub: Any, engine: argparse.ArgumentParser) -> None:
@@ -282,8 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="a method's parameters, defaults and their sources")
     info.add_argument("name")
     info.set_defaults(func=cmd_info)
-    engine = _engine_flags()
-    _add_run(sub, engine)
+    engine, grid = _engine_flags(), _grid_flags()
+    run = _add_run(sub, [engine, grid])
+    add_launch_commands(sub, run, [engine, grid])  # --workers/--launcher/--shard/--grid, status, merge
     _add_bench(sub, engine)
     _add_report(sub)
     return p

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import pluggy
 
 from clusterbench import hookspecs
-from clusterbench.api import Dataset, ImageData, Method
+from clusterbench.api import PAPER_PRESETS, Dataset, ImageData, Method
 from clusterbench.errors import ConfigError, DataError, PluginError
 
 GROUP = "clusterbench"
@@ -135,13 +135,26 @@ class Registry:
             refs.append(ref)
         return refs
 
-    def make_method(self, ref: PluginRef | str) -> Method:
-        """The method with its parameters resolved (defaults, ``preset=``, then the options)."""
+    def make_method(self, ref: PluginRef | str, dataset: str | None = None) -> Method:
+        """The method with its parameters resolved (defaults, the ``dataset``'s recipe, ``preset=``,
+        then the options)."""
         ref = PluginRef.parse(ref) if isinstance(ref, str) else ref
         cls = self.method(ref.name)
         opts = ref.opts
         preset = opts.pop("preset", None)
-        return cls(cls.resolve_params(opts, preset=preset))
+        recipe = cls.recipes.get(dataset) if dataset is not None else None
+        return cls(cls.resolve_params(opts, preset=preset, dataset=dataset)).with_recipe(
+            recipe.to_dict(dataset) if recipe is not None else None)
+
+    def recipe_dataset(self, method: PluginRef, dataset: PluginRef) -> PluginRef:
+        """``dataset`` with the options the method's recipe reads it with under the paper's
+        settings (see :class:`clusterbench.Recipe`); the options given always win."""
+        recipe = self.method(method.name).recipes.get(dataset.name)
+        if recipe is None or not recipe.data or method.opts.get("preset") not in PAPER_PRESETS:
+            return dataset
+        given = dataset.opts
+        extra = tuple((k, str(v)) for k, v in recipe.data.items() if k not in given)
+        return PluginRef(dataset.name, dataset.options + extra) if extra else dataset
 
     def make_dataset(self, ref: PluginRef | str, root: str | None = None) -> Dataset:
         ref = PluginRef.parse(ref) if isinstance(ref, str) else ref

@@ -213,6 +213,16 @@ def _is_oom(exc: BaseException) -> bool:
 
 # ---- the grid ----------------------------------------------------------------------------
 @dataclass(frozen=True)
+class CellKey:
+    """Where a cell sits in its grid, as plain data: the same in every process that plans the same grid."""
+
+    dataset: int  # index into :attr:`Grid.datasets` (the data the cell reads: as given, or a recipe's variant)
+    method: int  # index into :attr:`Grid.methods`
+    split: str  # "all", or "train" for a linear cell
+    seed: int
+
+
+@dataclass(frozen=True)
 class GridMethod:
     """One ``--methods`` entry, resolved once: its parameters and the protocols it will run."""
 
@@ -227,7 +237,13 @@ class GridMethod:
 
     def fresh(self) -> Method:
         """A new instance for one cell: ``fit`` keeps its model on the instance."""
-        return type(self.template)(self.template.params)
+        return type(self.template)(self.template.params).with_recipe(self.template.recipe)
+
+    def on(self, registry: Registry, dataset: PluginRef) -> "GridMethod":
+        """This entry on ``dataset``: resolved again with the method's recipe for it, if it has one."""
+        if dataset.name not in type(self.template).recipes:
+            return self
+        return replace(self, template=registry.make_method(self.ref, dataset=dataset.name))
 
 
 @dataclass(frozen=True)
@@ -236,35 +252,61 @@ class Grid:
 
     registry: Registry
     methods: tuple[GridMethod, ...]
-    datasets: tuple[tuple[PluginRef, Dataset], ...]
+    datasets: tuple[tuple[PluginRef, Dataset], ...]  # as given, then the variants recipes read (see ``reads``)
     probe: LinearProbe = LinearProbe()
+    #: per dataset as given, per method: the index in ``datasets`` of the data that method reads
+    #: there (the dataset itself, or it with the options of the method's recipe); empty: itself
+    reads: tuple[tuple[int, ...], ...] = ()
 
     def run(self, seeds: Sequence[int], budget: Budget, store: ResultsStore, settings: EngineSettings, *,
             force: bool = False, reporter: GridObserver | None = None) -> GridResult:
         """Every cell; each dataset is loaded once, each cell fits a fresh method instance."""
         reporter = reporter or Silent()
         result = GridResult()
-        seeds = list(dict.fromkeys(seeds))  # `--seeds 0 0`: one cell, trained once even with --force
-        reporter.start(sum(len(m.cells()) for m in self.methods) * len(self.datasets) * len(seeds))
+        keys = self.keys(seeds)
+        reporter.start(len(keys))
+        loaded: dict[int, tuple[ImageData, str]] = {}
         ran: set[str] = set()
-        for ref, ds in self.datasets:
-            data, digest = self._load(ref, ds, reporter)
-            for m, (protocols, split) in ((m, c) for m in self.methods for c in m.cells()):
-                for seed in seeds:
-                    cell = Cell(m.fresh(), m.ref, ds, digest, seed, budget, settings, protocols, split,
-                                self.probe if split == "train" else None)
-                    label = f"{m.ref} on {ds.name} seed {seed}" + (" (linear, train split)" if split == "train" else "")
-                    if cell.run_id in ran:  # `cc cc[lr=0.0003]`: two spellings of one cell
-                        reporter.cell_done(label, CellOutcome(type(cell.method).name, ds.name, seed, cell.run_id,
-                                                              "skipped", reason="the same cell as an earlier one"))
-                        continue
-                    ran.add(cell.run_id)
-                    outcome = run_cell(self.registry, cell, data, store, force=force,
-                                       progress=reporter.cell_progress(label))
-                    reporter.cell_done(label, outcome)
-                    result.outcomes.append(outcome)
+        for key in keys:
+            if key.dataset not in loaded:  # keys come dataset by dataset: hold one dataset at a time
+                loaded = {key.dataset: self.load(key.dataset, reporter)}
+            data, digest = loaded[key.dataset]
+            label, cell = self.cell(key, digest, budget, settings)
+            if cell.run_id in ran:  # `cc cc[lr=0.0003]`: two spellings of one cell
+                reporter.cell_done(label, CellOutcome(type(cell.method).name, cell.dataset.name, key.seed,
+                                                      cell.run_id, "skipped", reason="the same cell as an earlier one"))
+                continue
+            ran.add(cell.run_id)
+            outcome = run_cell(self.registry, cell, data, store, force=force, progress=reporter.cell_progress(label))
+            reporter.cell_done(label, outcome)
+            result.outcomes.append(outcome)
         reporter.close()
         return result
+
+    def keys(self, seeds: Sequence[int]) -> list[CellKey]:
+        """Every cell's key in grid order: dataset, method, split, seed (`--seeds 0 0`: one cell)."""
+        seeds = list(dict.fromkeys(seeds))
+        reads = self.reads or tuple((d,) * len(self.methods) for d in range(len(self.datasets)))
+        keys = []
+        for per_method in reads:  # a dataset's variants one after the other: one held at a time
+            for v in dict.fromkeys(per_method):
+                keys += [CellKey(v, i, split, seed) for i, m in enumerate(self.methods) if per_method[i] == v
+                         for _, split in m.cells() for seed in seeds]
+        return keys
+
+    def cell(self, key: CellKey, digest: str, budget: Budget, settings: EngineSettings) -> tuple[str, Cell]:
+        """The cell at ``key`` (a fresh method instance) and its label, once its dataset's digest is known."""
+        ref, ds = self.datasets[key.dataset]
+        m = self.methods[key.method].on(self.registry, ref)
+        protocols = m.linear if key.split == "train" else m.protocols
+        cell = Cell(m.fresh(), m.ref, ds, digest, key.seed, budget, settings, protocols, key.split,
+                    self.probe if key.split == "train" else None)
+        label = f"{m.ref} on {ds.name} seed {key.seed}" + (" (linear, train split)" if key.split == "train" else "")
+        return label, cell
+
+    def load(self, dataset: int, reporter: GridObserver | None = None) -> tuple[ImageData, str]:
+        """The images and digest of the grid's ``dataset``-th dataset (see :meth:`_load`)."""
+        return self._load(*self.datasets[dataset], reporter or Silent())
 
     def _load(self, ref: PluginRef, ds: Dataset, reporter: GridObserver) -> tuple[ImageData, str]:
         """The dataset's images and digest, checked against every method's K before its first cell runs."""
@@ -296,10 +338,18 @@ def plan_grid(registry: Registry, method_names: Sequence[str], dataset_names: Se
         chosen = check_protocols(type(template), list(protocols) if protocols else None)
         methods.append(GridMethod(ref, template, tuple(p for p in chosen if p not in LINEAR_PROTOCOLS),
                                   tuple(p for p in chosen if p in LINEAR_PROTOCOLS)))
-    datasets = []
-    for ref in dict.fromkeys(PluginRef.parse(text) for text in dataset_names):
-        datasets.append((ref, registry.make_dataset(ref, data_root)))
-    return Grid(registry, tuple(methods), tuple(datasets), probe)
+    refs = list(dict.fromkeys(PluginRef.parse(text) for text in dataset_names))
+    reads = []
+    for ref in list(refs):  # a recipe's dataset options make a variant of the data, read (and checked) once
+        per_method = []
+        for m in methods:
+            variant = registry.recipe_dataset(m.ref, ref)
+            if variant not in refs:
+                refs.append(variant)
+            per_method.append(refs.index(variant))
+        reads.append(tuple(per_method))
+    datasets = [(ref, registry.make_dataset(ref, data_root)) for ref in refs]
+    return Grid(registry, tuple(methods), tuple(datasets), probe, tuple(reads))
 
 
 def run_grid(registry: Registry, method_names: Sequence[str], dataset_names: Sequence[str], seeds: Sequence[int],

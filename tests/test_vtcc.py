@@ -287,3 +287,25 @@ def test_the_input_normalisation_is_the_class_attribute_and_a_policy_may_not_con
 
     with pytest.raises(PluginError, match="input_mean/input_std"):
         augment_policy(Contradicting(m.params), None)
+
+
+def test_fast_preset_is_the_small_data_vit_recipe():
+    from clusterbench.methods.vtcc import VTCC
+
+    fast = VTCC.resolve_params(preset="fast")
+    assert (fast.depth, fast.image_size, fast.batch_size, fast.blur_p) == (6, 0, 256, 0.0)
+    assert (fast.adamw, fast.weight_decay, fast.warmup, fast.lr) == (True, 0.05, 0.1, 5e-4)
+    m = VTCC(VTCC.resolve_params({"embed_dim": 32, "num_heads": 2, "depth": 1}, preset="fast"))
+    net = m.build_model(3, 16, 4)
+    opt = m.configure_optimizer(net)
+    assert isinstance(opt, torch.optim.AdamW)
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert all(w.ndim > 1 for w in decay["params"]) and all(w.ndim <= 1 or w.shape[1] == 1 for w in no_decay["params"])
+    names = {id(w): n for n, w in net.named_parameters()}
+    assert any(names[id(w)].endswith("cls_token") for w in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(net.parameters()))
+    # linear warm-up over the first 10%, then cosine to 0
+    assert [round(m.lr_factor(p), 6) for p in (0.0, 0.05, 0.1, 0.55, 1.0)] == [0.0, 0.5, 1.0, 0.5, 0.0]
+    paper = VTCC(VTCC.resolve_params(preset="paper"))
+    assert type(paper.configure_optimizer(net)) is torch.optim.Adam and paper.lr_factor(0.3) == 1.0

@@ -348,6 +348,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("clusterbench: interrupted; finished runs are kept, rerun the same command to resume", file=sys.stderr)
         return 130
+    except MemoryError as exc:  # e.g. a dataset option asking for more images than fit in memory
+        print(f"clusterbench: error: out of memory ({exc}); finished runs are kept", file=sys.stderr)
+        return 1
     except BrokenPipeError:  # `clusterbench report | head`: the reader has what it wanted
         _silence_stdout()
         return 141  # 128 + SIGPIPE, as a shell reports a process the closed pipe stopped

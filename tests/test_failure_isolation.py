@@ -129,3 +129,10 @@ def test_a_closed_pipe_is_not_a_traceback(tmp_path):
         shell = f"{sys.executable} -m clusterbench.cli {' '.join(cmd)} | true"
         proc = subprocess.run(["bash", "-c", f"set -o pipefail; {shell}"], env=env, capture_output=True, text=True)
         assert proc.stderr == "" and proc.returncode == 141, (proc.returncode, proc.stderr)
+
+
+def test_data_too_large_for_memory_is_one_line(tmp_path, capsys):
+    rc = main(["run", "--methods", "kmeans", "--datasets", "synthetic[n=30,size=10000000]", "--seeds", "0",
+               "--results", str(tmp_path / "res"), "--quiet"])
+    lines = error_lines(capsys.readouterr().err)
+    assert rc == 1 and len(lines) == 1 and lines[0].startswith("clusterbench: error: out of memory (Unable to allocate")

@@ -149,8 +149,10 @@ def report_run(result: Any, store: ResultsStore) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    settings = _engine_settings(args)  # first: `--device cuda` without a GPU is the line `run` gives, at once
+    reg = _registry(args)
     from clusterbench.bench.command import run_bench
-    return run_bench(args, _registry(args), _engine_settings(args))
+    return run_bench(args, reg, settings)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -302,7 +302,10 @@ class Method(abc.ABC):
     protocols: ClassVar[tuple[str, ...]] = ("head",)  # evaluation protocols this method supports
     quick: ClassVar[bool] = False  # True: runs on a CPU in seconds, part of the default `run`
     deep: ClassVar[bool] = False  # True: trained by the harness engine under the run's budget
-    transductive: ClassVar[bool] = False  # True: predict() returns the labels fit() computed (no inference cost)
+    # True: predict() returns the labels fit() computed, so no inference throughput is reported.  The
+    # default is the safe one (a plugin that stores its labels in fit would report billions of images/s);
+    # a method whose predict does real work on new images sets it False (every DeepMethod does).
+    transductive: ClassVar[bool] = True
     requires: ClassVar[tuple[str, ...]] = ()  # modules fit/predict import (checked before a grid starts)
 
     def __init__(self, params: Any | None = None) -> None:

@@ -116,6 +116,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def plan_run(args: argparse.Namespace) -> tuple[Any, Any, Budget, EngineSettings]:
     """The registry, checked grid, budget and engine settings ``run``'s flags ask for; nothing is written."""
     from clusterbench.runner import plan_grid
+    from clusterbench.threads import size_threads
     from clusterbench.validate import GridRequest, validate_grid
     reg = _registry(args)
     methods = args.methods or sorted(n for n, c in reg.methods.items() if c.quick)
@@ -126,7 +127,9 @@ def plan_run(args: argparse.Namespace) -> tuple[Any, Any, Budget, EngineSettings
                                    args.linear, args.device, args.eval_every))  # every problem, exit 2
     budget = Budget.parse(args.budget or DEFAULT_BUDGET)
     grid = plan_grid(reg, methods, args.datasets or [DEFAULT_DATASET], args.data_root, args.protocols, args.linear)
-    return reg, grid, budget, _engine_settings(args)
+    settings = _engine_settings(args)
+    size_threads()  # CPUs available / workers sharing them (CLUSTERBENCH_WORKERS): no oversubscription
+    return reg, grid, budget, settings
 
 
 def report_run(result: Any, store: ResultsStore) -> int:
@@ -134,6 +137,10 @@ def report_run(result: Any, store: ResultsStore) -> int:
     from clusterbench.report.render import render
     print(render([o.record for o in result.outcomes if o.record is not None], "markdown"))
     print(f"results: {store.root}/  (rebuild tables with: clusterbench report --results {store.root})")
+    if busy := [o for o in result.outcomes if o.status == "busy"]:  # several processes on one store
+        print(f"{len(busy)} cell(s) not in this table, still running in another process: " + "; ".join(
+            f"{o.method} on {o.dataset} seed {o.seed}" for o in busy) + f". When they finish, `clusterbench "
+            f"report --results {store.root}` is the table of record.", file=sys.stderr)
     if result.failed:
         print(f"{len(result.failed)} run(s) failed: " + "; ".join(
             f"{o.method} on {o.dataset} seed {o.seed}: {o.reason}" for o in result.failed), file=sys.stderr)
@@ -142,8 +149,10 @@ def report_run(result: Any, store: ResultsStore) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    settings = _engine_settings(args)  # first: `--device cuda` without a GPU is the line `run` gives, at once
+    reg = _registry(args)
     from clusterbench.bench.command import run_bench
-    return run_bench(args, _registry(args), _engine_settings(args))
+    return run_bench(args, reg, settings)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -341,6 +350,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("clusterbench: interrupted; finished runs are kept, rerun the same command to resume", file=sys.stderr)
         return 130
+    except MemoryError as exc:  # e.g. a dataset option asking for more images than fit in memory
+        print(f"clusterbench: error: out of memory ({exc}); finished runs are kept", file=sys.stderr)
+        return 1
     except BrokenPipeError:  # `clusterbench report | head`: the reader has what it wanted
         _silence_stdout()
         return 141  # 128 + SIGPIPE, as a shell reports a process the closed pipe stopped

@@ -129,3 +129,46 @@ def test_a_closed_pipe_is_not_a_traceback(tmp_path):
         shell = f"{sys.executable} -m clusterbench.cli {' '.join(cmd)} | true"
         proc = subprocess.run(["bash", "-c", f"set -o pipefail; {shell}"], env=env, capture_output=True, text=True)
         assert proc.stderr == "" and proc.returncode == 141, (proc.returncode, proc.stderr)
+
+
+def test_data_too_large_for_memory_is_one_line(tmp_path, capsys):
+    rc = main(["run", "--methods", "kmeans", "--datasets", "synthetic[n=30,size=10000000]", "--seeds", "0",
+               "--results", str(tmp_path / "res"), "--quiet"])
+    lines = error_lines(capsys.readouterr().err)
+    assert rc == 1 and len(lines) == 1 and lines[0].startswith("clusterbench: error: out of memory (Unable to allocate")
+
+
+OOM = '''
+from dataclasses import dataclass
+import torch
+from clusterbench import Method, hookimpl, param
+
+class Hungry(Method):
+    name = "hungry"
+    description = "test: out of memory in fit"
+
+    @dataclass(frozen=True)
+    class Params:
+        k: int = param(2, "unused")
+
+    def fit(self, data, ctx):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 512.00 GiB")
+
+    def predict(self, data):
+        raise AssertionError("never reached")
+
+@hookimpl
+def clusterbench_methods():
+    return [Hungry]
+'''
+
+
+def test_out_of_memory_in_training_fails_that_cell_and_the_grid_goes_on(tmp_path, capsys):
+    res = tmp_path / "res"
+    rc = main(["--plugin", _plugin(tmp_path, "hungry", OOM), "run", "--methods", "hungry", "kmeans",
+               "--datasets", TINY, "--seeds", "0", "1", "--results", str(res), "--quiet"])
+    by = {(r["method"], r["seed"]): r for r in records_in(res)}
+    assert rc == 1 and len(by) == 4
+    assert all(by[("hungry", s)]["error"]["reason"] == "out of memory" for s in (0, 1))
+    assert all(by[("kmeans", s)]["status"] == "done" for s in (0, 1))
+    assert "Traceback" not in capsys.readouterr().err

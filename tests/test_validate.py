@@ -117,3 +117,15 @@ def test_the_same_cell_asked_twice_runs_once_even_with_force(tmp_path, capsys):
 def test_report_figure_methods_must_not_be_negative(tmp_path, capsys):
     rc = main(["report", "--results", str(tmp_path), "--figure-methods", "-1"])
     assert rc == 2 and "--figure-methods -1: must be >= 0" in capsys.readouterr().err
+
+
+def test_bench_without_cuda_says_what_run_says(capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    msgs = []
+    for cmd in (["bench", "--device", "cuda"], ["run", "--methods", "kmeans", "--device", "cuda"]):
+        assert main(cmd) == 2
+        msgs.append(error_lines(capsys.readouterr().err))
+    assert msgs[0] == msgs[1] == ["clusterbench: error: --device cuda: no CUDA GPU is available"]

@@ -307,6 +307,11 @@ class GPUAugment(torch.nn.Module):
     def extra_repr(self) -> str:
         return f"out_size={self.out_size}, specs={self.specs}"
 
+    @property
+    def compiled(self) -> bool:
+        """Whether the colour jitter did run compiled (CUDA inputs, and the compiler worked)."""
+        return self._use_compile and self._compiled_jitter is not None
+
     def describe(self) -> dict:
         """What the record says of the policy: each view's spec and the blur kernel used."""
         import dataclasses

@@ -51,6 +51,7 @@ class DeepMethod(Method):
     """Base for methods trained by the engine; ``Params`` subclasses :class:`DeepParams`."""
 
     deep = True
+    transductive = False  # predict runs the trained network: its inference throughput is measured
     protocols = ("head", "kmeans", "linear")
     #: The step may be replayed as a CUDA graph: ``training_loss`` has fixed shapes, no
     #: host sync and no Python state that changes from step to step (it runs once, at

@@ -245,12 +245,12 @@ class Engine:
         return self.ctx.settings.eval_every or (max(1, int(epochs // 10)) if epochs else 10)
 
     def _stats(self, run: _Run, s: _State, resumed_from: int | None) -> TrainStats:
-        st, settings = run.stepper, self.ctx.settings
+        st = run.stepper
         details = EngineDetails(
             evaluated_step=s.step, batch_size=self.batch_size, views_per_image=2,
             steps_per_epoch=self.steps_per_epoch, input_size=self.input_size, n_clusters=self.n_clusters,
             cuda_graphs=st.graph_status, compiled_model=st.compile_status,
-            augment_compiled=settings.augment_compiled, augmentation=run.aug.describe(), **st.graph_timings())
+            augment_compiled=run.aug.compiled, augmentation=run.aug.describe(), **st.graph_timings())
         return TrainStats(train_seconds=s.seconds, images_seen=s.images, setup_seconds=round(s.setup_seconds, 3),
                           setup_images=s.setup_images, steps=s.step,
                           epochs=s.step / self.steps_per_epoch, resumed_from_epoch=resumed_from,

@@ -119,8 +119,9 @@ def _cost_mean(recs: Sequence[dict[str, Any]], value: Callable[[dict[str, Any]],
 
 
 def cost_table(records: Sequence[dict[str, Any]], method_of: dict[str, str]) -> pd.DataFrame | None:
-    """One row per (method, budget, cell kind) of trained cells; None if no record has a training cost."""
-    trained = [r for r in records if (r.get("cost") or {}).get("train_seconds") is not None]
+    """One row per (method, budget, cell kind) of deep cells; None if there are none."""
+    # deep cells: shallow baselines (no budget, no training loop) cost seconds and are left out
+    trained = [r for r in records if r.get("budget") and (r.get("cost") or {}).get("train_seconds") is not None]
     if not trained:
         return None
     rows = []

@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from clusterbench.cli import main
 from clusterbench.errors import ConfigError
 from clusterbench.plugins import load_registry
 from clusterbench.train.distributed import Distributed, torchrun_env
@@ -98,16 +99,20 @@ def test_ddp_step_equals_one_process(trained, name):
 
 
 # ---- torchrun end to end ------------------------------------------------------------------------
-def _torchrun(tmp_path, results: str, *launcher: str) -> dict:
-    cmd = [sys.executable, "-m", *launcher] if launcher else [sys.executable, "-m"]
-    cmd += ["clusterbench", "run", "--methods", "cc[preset=smoke]", "--datasets", "synthetic[n=32,size=8]",
-            "--seeds", "0", "--budget", "steps=2", "--device", "cpu", "--protocols", "head", "--results",
-            str(tmp_path / results), "--quiet"]
-    env = subprocess_env(keep=("cc", "synthetic"))
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        env.pop(k, None)
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def _run(tmp_path, results: str, nproc: int = 0) -> dict:
+    """``clusterbench run`` of one tiny CC cell: in this process (``nproc=0``), or under
+    ``torchrun --nproc-per-node nproc -m clusterbench``; its one record."""
+    args = ["run", "--methods", "cc[preset=smoke]", "--datasets", "synthetic[n=32,size=8]", "--seeds", "0",
+            "--budget", "steps=2", "--device", "cpu", "--protocols", "head", "--results", str(tmp_path / results),
+            "--quiet"]
+    if nproc == 0:
+        assert main(args) == 0
+    else:
+        env = subprocess_env(keep=("cc", "synthetic"))
+        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
+                               "--rdzv-backend", "c10d", "--rdzv-endpoint", "localhost:0", "-m", "clusterbench",
+                               *args], env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
     records = [json.loads(p.read_text()) for p in (tmp_path / results).rglob("record.json")]
     assert len(records) == 1
     return records[0]
@@ -115,13 +120,9 @@ def _torchrun(tmp_path, results: str, *launcher: str) -> dict:
 
 @pytest.mark.slow
 def test_torchrun_one_process_is_a_plain_run_and_two_processes_keep_the_run_id(tmp_path):
-    plain = _torchrun(tmp_path, "plain")
-    one = _torchrun(tmp_path, "one", "torch.distributed.run", "--nproc-per-node", "1",
-                    "--rdzv-backend", "c10d", "--rdzv-endpoint", "localhost:0")
-    two = _torchrun(tmp_path, "two", "torch.distributed.run", "--nproc-per-node", "2",
-                    "--rdzv-backend", "c10d", "--rdzv-endpoint", "localhost:0")
+    plain, one, two = _run(tmp_path, "plain"), _run(tmp_path, "one", 1), _run(tmp_path, "two", 2)
     assert one["run_id"] == plain["run_id"] == two["run_id"]  # the world size is recorded, not hashed
     assert one["protocols"] == plain["protocols"] and one["curve"][-1]["loss"] == plain["curve"][-1]["loss"]
     assert (plain["engine"]["world_size"], one["engine"]["world_size"], two["engine"]["world_size"]) == (1, 1, 2)
-    assert two["stats"]["details"]["world_size"] == 2 and two["status"] == "done"
+    assert two["stats"]["world_size"] == 2 and two["status"] == "done"
     assert two["stats"]["steps"] == 2 and two["stats"]["images_seen"] == 32  # global steps and images

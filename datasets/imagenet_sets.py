@@ -1,4 +1,4 @@
-"""ImageNet-10, ImageNet-Dogs and Tiny-ImageNet: the ImageNet-derived clustering benchmarks.
+"""ImageNet-10, ImageNet-Dogs, Tiny-ImageNet and ImageNet-100: the ImageNet-derived benchmarks.
 
 ImageNet-10 and ImageNet-Dogs were introduced with DAC (Chang et al., "Deep Adaptive Image
 Clustering", ICCV 2017) and used since by CC, PICA, SCAN and others: the 1,300 ImageNet
@@ -27,7 +27,8 @@ from clusterbench.datasets._cache import cached, fingerprint
 from clusterbench.datasets._imagefolder import READER_VERSION, Item, is_image_name, labelled_arrays, read_class_folders
 from clusterbench.datasets._split import SPLITS, SplitDataset
 
-__all__ = ["IMAGENET10_WNIDS", "IMAGENET_DOGS_WNIDS", "ImageNet10", "ImageNetDogs", "TinyImageNet"]
+__all__ = ["IMAGENET10_WNIDS", "IMAGENET100_WNIDS", "IMAGENET_DOGS_WNIDS", "ImageNet10", "ImageNet100", "ImageNetDogs",
+           "TinyImageNet"]
 
 # DAC's ImageNet-10, as listed by CC (datasets/ImageNet-10.txt).
 IMAGENET10_WNIDS: tuple[str, ...] = (
@@ -60,6 +61,29 @@ IMAGENET_DOGS_WNIDS: tuple[str, ...] = (
     "n02107142",  # Doberman
     "n02110958",  # pug
     "n02112137",  # chow
+)
+
+# ImageNet-100 (Tian, Krishnan & Isola, "Contrastive Multiview Coding", ECCV 2020): the 100
+# classes of CMC's imagenet100.txt (github.com/HobbitLong/CMC), in that file's order: the
+# list solo-learn and the MoCo/SimCLR ImageNet-100 results (CueCo's comparison) use.
+IMAGENET100_WNIDS: tuple[str, ...] = (
+    "n02869837", "n01749939", "n02488291", "n02107142", "n13037406", "n02091831",
+    "n04517823", "n04589890", "n03062245", "n01773797", "n01735189", "n07831146",
+    "n07753275", "n03085013", "n04485082", "n02105505", "n01983481", "n02788148",
+    "n03530642", "n04435653", "n02086910", "n02859443", "n13040303", "n03594734",
+    "n02085620", "n02099849", "n01558993", "n04493381", "n02109047", "n04111531",
+    "n02877765", "n04429376", "n02009229", "n01978455", "n02106550", "n01820546",
+    "n01692333", "n07714571", "n02974003", "n02114855", "n03785016", "n03764736",
+    "n03775546", "n02087046", "n07836838", "n04099969", "n04592741", "n03891251",
+    "n02701002", "n03379051", "n02259212", "n07715103", "n03947888", "n04026417",
+    "n02326432", "n03637318", "n01980166", "n02113799", "n02086240", "n03903868",
+    "n02483362", "n04127249", "n02089973", "n03017168", "n02093428", "n02804414",
+    "n02396427", "n04418357", "n02172182", "n01729322", "n02113978", "n03787032",
+    "n02089867", "n02119022", "n03777754", "n04238763", "n02231487", "n03032252",
+    "n02138441", "n02104029", "n03837869", "n03494278", "n04136333", "n03794056",
+    "n03492542", "n02018207", "n04067472", "n03930630", "n03584829", "n02123045",
+    "n04229816", "n02100583", "n03642806", "n04336792", "n03259280", "n02116738",
+    "n02108089", "n03424325", "n01855672", "n02090622",
 )
 
 DEFAULT_SIZE = 96
@@ -125,6 +149,27 @@ class ImageNetDogs(ImageNetSubset):
     n_classes = 15
     wnids = IMAGENET_DOGS_WNIDS
     folders = ("imagenet-dogs", "imagenet_dogs", "imagenetdogs")
+
+
+class ImageNet100(ImageNetSubset):
+    """ImageNet-100: a user's ImageNet folder, read for CMC's 100 classes.
+
+    The representation-learning benchmark (CMC, solo-learn, CueCo): pre-train on the
+    ~126,700 ILSVRC-2012 training images of the 100 classes, evaluate a linear probe on
+    their 5,000 validation images.  Point ``path=`` at a full ImageNet folder with
+    ``train/<wnid>/`` and ``val/<wnid>/`` (val sorted into class folders), or at a folder of
+    just the 100 classes; ``split=all`` (the default) reads both splits with ``train_mask``
+    marking train, as the ``linear`` protocol needs.  ``size`` defaults to 96 like the other
+    ImageNet subsets; the papers use 224 (``size=224``: ~19 GB of uint8 for the train split).
+    """
+
+    name = "imagenet100"
+    description = ("ImageNet-100 (Tian et al. 2020, CMC's class list): ILSVRC-2012 train (+val) images of 100 "
+                   "classes, resized to size (default 96; papers 224); <data-root>/imagenet100/ or path= "
+                   "(train/<wnid>/, val/<wnid>/; options: path, size, split)")
+    n_classes = 100
+    wnids = IMAGENET100_WNIDS
+    folders = ("imagenet100", "imagenet-100", "imagenet")
 
 
 # ---- Tiny-ImageNet -------------------------------------------------------------------------
@@ -232,4 +277,4 @@ class TinyImageNet(SplitDataset):
 
 @hookimpl
 def clusterbench_datasets():
-    return [ImageNet10, ImageNetDogs, TinyImageNet]
+    return [ImageNet10, ImageNetDogs, ImageNet100, TinyImageNet]

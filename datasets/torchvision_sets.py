@@ -1,11 +1,11 @@
-"""CIFAR-10, CIFAR-100 (20 superclasses), STL-10, MNIST and Fashion-MNIST, read with torchvision.
+"""CIFAR-10, CIFAR-100 (100 fine classes, or its 20 superclasses), STL-10, MNIST and Fashion-MNIST, read with torchvision.
 
 ``torchvision.datasets`` reads the files (with its md5 integrity checks for CIFAR and
 STL-10); this module finds them, checks the labels and turns train + test into one
 :class:`ImageData`.  Each reader looks under ``--data-root`` for the folder torchvision's
 ``download=True`` creates (``--data-root`` may also be that folder itself):
 
-- ``cifar10``: ``<root>/cifar-10-batches-py/``; ``cifar100-20``: ``<root>/cifar-100-python/``
+- ``cifar10``: ``<root>/cifar-10-batches-py/``; ``cifar100`` and ``cifar100-20``: ``<root>/cifar-100-python/``
 - ``stl10``: ``<root>/stl10_binary/`` (the labelled files; ``unlabeled_X.bin`` is not needed)
 - ``mnist`` / ``fashion-mnist``: ``<root>/MNIST/raw/`` / ``<root>/FashionMNIST/raw/``; idx
   files found only as ``.gz`` are unpacked beside them first, as torchvision's downloader does
@@ -38,8 +38,8 @@ from clusterbench import ConfigError, DataError, ImageData, atomic_write_bytes, 
 from clusterbench.datasets._named import known_variant, read_named_folder
 from clusterbench.datasets._split import SplitDataset
 
-__all__ = ["TorchvisionSet", "Cifar10", "Cifar100Superclasses", "Stl10", "Mnist", "FashionMnist",
-           "CIFAR100_SUPERCLASSES", "FINE_TO_COARSE"]
+__all__ = ["TorchvisionSet", "Cifar10", "Cifar100", "Cifar100Superclasses", "Stl10", "Mnist", "FashionMnist",
+           "CIFAR100_CLASSES", "CIFAR100_SUPERCLASSES", "FINE_TO_COARSE"]
 
 # The 20 CIFAR-100 superclasses, each as its 5 fine classes (fine label ids): the grouping
 # of the files' ``coarse_labels``, as CC lists it (``cluster.py``, ``super_label``) and SCAN
@@ -56,6 +56,22 @@ for _coarse, _fines in enumerate(CIFAR100_SUPERCLASSES):
     FINE_TO_COARSE[list(_fines)] = _coarse
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+# CIFAR-100's 100 fine classes, in label order (the files' ``fine_label_names``: alphabetical)
+CIFAR100_CLASSES: tuple[str, ...] = (
+    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle",
+    "bicycle", "bottle", "bowl", "boy", "bridge", "bus", "butterfly", "camel",
+    "can", "castle", "caterpillar", "cattle", "chair", "chimpanzee", "clock", "cloud",
+    "cockroach", "couch", "crab", "crocodile", "cup", "dinosaur", "dolphin", "elephant",
+    "flatfish", "forest", "fox", "girl", "hamster", "house", "kangaroo", "keyboard",
+    "lamp", "lawn_mower", "leopard", "lion", "lizard", "lobster", "man", "maple_tree",
+    "motorcycle", "mountain", "mouse", "mushroom", "oak_tree", "orange", "orchid", "otter",
+    "palm_tree", "pear", "pickup_truck", "pine_tree", "plain", "plate", "poppy", "porcupine",
+    "possum", "rabbit", "raccoon", "ray", "road", "rocket", "rose", "sea",
+    "seal", "shark", "shrew", "skunk", "skyscraper", "snail", "snake", "spider",
+    "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank", "telephone", "television",
+    "tiger", "tractor", "train", "trout", "tulip", "turtle", "wardrobe", "whale",
+    "willow_tree", "wolf", "woman", "worm",
+)
 STL10_CLASSES = ("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck")
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                    "Ankle boot")
@@ -237,6 +253,25 @@ class Cifar100Superclasses(TorchvisionSet):
         return x, FINE_TO_COARSE[_labels(tv.targets, len(x), 100, where)]
 
 
+class Cifar100(TorchvisionSet):
+    """CIFAR-100 with its 100 fine classes: the representation-learning benchmark (linear
+    evaluation, e.g. CueCo's 68.56%), not the clustering one (``cifar100-20``).  The same
+    files as ``cifar100-20``; ``path=`` reads an image folder of the 100 fine-class folders."""
+
+    name = "cifar100"
+    description = ("CIFAR-100 (Krizhevsky 2009): 60,000 32x32 colour images, 100 fine classes, train+test; "
+                   "torchvision layout under --data-root, or path= an image folder/archive")
+    n_classes = 100
+    tv_name, folder = "CIFAR100", "cifar-100-python"
+    required = ("train", "test", "meta")
+    label_files = ("train", "test")
+    class_names = CIFAR100_CLASSES
+
+    def arrays(self, tv: Any, where: Path) -> tuple[np.ndarray, np.ndarray]:
+        x = np.asarray(tv.data)
+        return x, _labels(tv.targets, len(x), 100, where)
+
+
 class Stl10(TorchvisionSet):
     """STL-10's labelled images: 5,000 train + 8,000 test, 96x96.
 
@@ -318,4 +353,4 @@ class FashionMnist(Mnist):
 
 @hookimpl
 def clusterbench_datasets():
-    return [Cifar10, Cifar100Superclasses, Stl10, Mnist, FashionMnist]
+    return [Cifar10, Cifar100, Cifar100Superclasses, Stl10, Mnist, FashionMnist]

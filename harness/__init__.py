@@ -14,7 +14,7 @@ import importlib
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from clusterbench.api import Dataset, ImageData, Method, TrainStats, param
+from clusterbench.api import Dataset, ImageData, Method, Recipe, TrainStats, param
 from clusterbench.budget import Budget
 from clusterbench.context import RunContext
 from clusterbench.errors import (
@@ -45,6 +45,12 @@ _LAZY = {
     "mlp": "clusterbench.train.backbones",
     "nt_xent": "clusterbench.train.losses",
     "neg_entropy_of_mean": "clusterbench.train.losses",
+    "info_nce": "clusterbench.train.losses",
+    "FeatureQueue": "clusterbench.train.queue",
+    "gumbel_noise": "clusterbench.train.assign",
+    "gumbel_softmax": "clusterbench.train.assign",
+    "simplex_centres": "clusterbench.train.assign",
+    "warmup_cosine": "clusterbench.train.schedule",
     "CCObjective": "clusterbench.train.objectives",
     "cc_loss": "clusterbench.train.objectives",
     "cc_cluster_loss": "clusterbench.train.objectives",
@@ -54,6 +60,8 @@ _LAZY = {
     "cosine_momentum": "clusterbench.train.momentum",
     "kmeans": "clusterbench.evaluate.faiss_kmeans",
     "available_cpus": "clusterbench.evaluate.faiss_kmeans",
+    "run_grid": "clusterbench.launch.api",
+    "load_results": "clusterbench.launch.api",
 }
 
 __all__ = [
@@ -67,10 +75,12 @@ __all__ = [
     "DeepMethod",
     "DeepParams",
     "EngineSettings",
+    "FeatureQueue",
     "GraphUnavailable",
     "ImageData",
     "Method",
     "PluginError",
+    "Recipe",
     "RecordError",
     "ResNetBackbone",
     "RunContext",
@@ -86,13 +96,20 @@ __all__ = [
     "cc_loss",
     "cosine_momentum",
     "ema_update",
+    "gumbel_noise",
+    "gumbel_softmax",
     "hookimpl",
+    "info_nce",
     "kmeans",
+    "load_results",
     "mlp",
     "momentum_copy",
     "neg_entropy_of_mean",
     "nt_xent",
     "param",
+    "run_grid",
+    "simplex_centres",
+    "warmup_cosine",
 ]
 
 

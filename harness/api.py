@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import hashlib
+import math
 import numbers
 import os
 import types
@@ -40,21 +41,49 @@ __all__ = [
     "Dataset",
     "Method",
     "param",
+    "Recipe",
     "TrainStats",
 ]
 
 
+#: The presets under which a recipe's ``data`` options apply: the paper's own settings.
+PAPER_PRESETS = (None, "paper")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a method's official code changes its recipe for one dataset (``Method.recipes``).
+
+    ``params`` override the method's defaults on that dataset (a preset and the user's
+    options still win over them); ``data`` are dataset options the official code reads the
+    data with (e.g. ImageNet-10 at full size, not pre-shrunk), applied under the paper's
+    settings (no preset or ``preset=paper``) unless the user gave them; ``source`` says
+    where it comes from (official file:line).
+    """
+
+    params: Mapping[str, Any]
+    source: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self, dataset: str) -> dict[str, Any]:
+        return {"dataset": dataset, "params": dict(self.params), "data": dict(self.data), "source": self.source}
+
+
 def param(default: Any, doc: str, source: str | None = None, *, minimum: float | None = None,
-          choices: tuple[Any, ...] | None = None) -> Any:
+          above: float | None = None, choices: tuple[Any, ...] | None = None) -> Any:
     """A hyper-parameter or dataset-option field: its default, what it means, where the value comes from.
 
     ``source`` cites the paper (section/table) so a method reads like its paper; ``None``
     means the paper is silent and the value is the harness's choice (say why in ``doc``).
-    ``minimum`` and ``choices`` are checked when a dataset's options are resolved.
+    ``minimum`` (value >= it), ``above`` (value > it) and ``choices`` are checked when a
+    dataset's options or a method's parameters are resolved, so a bad value is one line before
+    anything is loaded or trained.
     """
     metadata: dict[str, Any] = {"doc": doc, "source": source}
     if minimum is not None:
         metadata["minimum"] = minimum
+    if above is not None:
+        metadata["above"] = above
     if choices is not None:
         metadata["choices"] = tuple(choices)
     return field(default=default, metadata=metadata)
@@ -143,13 +172,16 @@ class TrainStats:
     """What ``Method.fit`` did, as the record's ``cost`` and ``stats`` report it.
 
     ``train_seconds`` is the training clock (what a ``minutes=`` budget counts);
-    ``setup_seconds`` is one-off work outside it (compilation, graph capture).  ``details``
+    ``setup_seconds`` is one-off work outside it (compilation, graph capture), and
+    ``setup_images`` the images of any warm-up steps timed as setup (so the training rate,
+    ``(images_seen - setup_images) / train_seconds``, excludes them).  ``details``
     holds what the engine chose (batch size, CUDA graphs on/off, ...), recorded as is.
     """
 
     train_seconds: float
     images_seen: int
     setup_seconds: float = 0.0
+    setup_images: int = 0
     epochs: float | None = None
     steps: int | None = None
     resumed_from_epoch: int | None = None
@@ -158,6 +190,12 @@ class TrainStats:
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in dataclasses.asdict(self).items() if k != "details" and v is not None}
         return {**out, **dict(self.details)}
+
+    @property
+    def train_images_per_s(self) -> float | None:
+        """The training rate on the clock: setup (and the warm-up steps' images) excluded."""
+        timed = self.images_seen - self.setup_images
+        return timed / self.train_seconds if self.train_seconds > 0 else None
 
 
 class Dataset(abc.ABC):
@@ -259,13 +297,25 @@ class Method(abc.ABC):
     provenance_note: ClassVar[str] = ""
     Params: ClassVar[type]
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    #: dataset name -> the official per-dataset changes to the defaults (see :class:`Recipe`)
+    recipes: ClassVar[Mapping[str, Recipe]] = {}
     protocols: ClassVar[tuple[str, ...]] = ("head",)  # evaluation protocols this method supports
     quick: ClassVar[bool] = False  # True: runs on a CPU in seconds, part of the default `run`
     deep: ClassVar[bool] = False  # True: trained by the harness engine under the run's budget
-    transductive: ClassVar[bool] = False  # True: predict() returns the labels fit() computed (no inference cost)
+    # True: predict() returns the labels fit() computed, so no inference throughput is reported.  The
+    # default is the safe one (a plugin that stores its labels in fit would report billions of images/s);
+    # a method whose predict does real work on new images sets it False (every DeepMethod does).
+    transductive: ClassVar[bool] = True
+    requires: ClassVar[tuple[str, ...]] = ()  # modules fit/predict import (checked before a grid starts)
 
     def __init__(self, params: Any | None = None) -> None:
         self.params = params if params is not None else self.Params()
+        #: the per-dataset recipe its params were resolved with (``Recipe.to_dict``), recorded with the run
+        self.recipe: dict[str, Any] | None = None
+
+    def with_recipe(self, recipe: dict[str, Any] | None) -> "Method":
+        self.recipe = recipe
+        return self
 
     @classmethod
     def check_class(cls) -> None:
@@ -289,9 +339,11 @@ class Method(abc.ABC):
         return list(dataclasses.fields(cls.Params))
 
     @classmethod
-    def resolve_params(cls, overrides: Mapping[str, Any] | None = None, preset: str | None = None) -> Any:
-        """Defaults, then the preset, then explicit overrides (strings are parsed to the field's type)."""
-        values: dict[str, Any] = {}
+    def resolve_params(cls, overrides: Mapping[str, Any] | None = None, preset: str | None = None,
+                       dataset: str | None = None) -> Any:
+        """Defaults, then the ``dataset``'s recipe (:attr:`recipes`), then the preset, then explicit
+        overrides (strings are parsed to the field's type)."""
+        values: dict[str, Any] = dict(cls.recipes[dataset].params) if dataset in cls.recipes else {}
         if preset is not None:
             if preset not in cls.presets:
                 raise ConfigError(
@@ -307,7 +359,16 @@ class Method(abc.ABC):
                     f"method {cls.name!r} has no parameter {key!r}; parameters: {', '.join(sorted(fields))}"
                 )
             out[key] = _coerce(cls.name, key, value, fields[key].default)
+            problem = range_problem(out[key], fields[key].metadata, cls.param_limits().get(key, {}))
+            if problem:
+                raise ConfigError(f"method {cls.name!r}: parameter {key}={out[key]!r} {problem}")
         return cls.Params(**out)
+
+    @classmethod
+    def param_limits(cls) -> dict[str, dict[str, Any]]:
+        """Range limits (``minimum``/``above``/``choices``) the harness puts on some parameters
+        whatever the plugin's own ``param`` says (the engine's fields of a deep method)."""
+        return {}
 
     def params_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self.params)
@@ -352,6 +413,24 @@ def _parse_text(value: str, kind: type) -> Any:
     if kind is int or kind is float:
         return kind(value)
     return value
+
+
+def range_problem(value: Any, *limits: Mapping[str, Any]) -> str | None:
+    """What is wrong with ``value`` under ``minimum``/``above``/``choices`` limits (None: nothing)."""
+    for lim in limits:
+        choices = lim.get("choices")
+        if choices is not None and value not in choices:
+            return f"is not one of {', '.join(map(str, choices))}"
+        if not isinstance(value, numbers.Real) or isinstance(value, bool):
+            continue
+        bounded = lim.get("minimum") is not None or lim.get("above") is not None
+        if bounded and not math.isfinite(value):
+            return "must be finite"
+        if lim.get("minimum") is not None and not value >= lim["minimum"]:
+            return f"must be >= {lim['minimum']}"
+        if lim.get("above") is not None and not value > lim["above"]:
+            return f"must be > {lim['above']}"
+    return None
 
 
 def _coerce(method: str, key: str, value: Any, default: Any) -> Any:

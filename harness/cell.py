@@ -105,6 +105,7 @@ class Cell:
             "method_provenance": cls.provenance,
             "method_provenance_note": cls.provenance_note,
             "params": self.method.params_dict(),
+            **({"recipe": self.method.recipe} if self.method.recipe else {}),
             "dataset": {**self.dataset.identity(), "io_options": self.dataset.io_identity(), "digest": self.digest,
                         "n": len(data), "n_classes": data.n_classes, "image_size": data.image_size,
                         "channels": data.channels, **({"variant": data.variant} if data.variant else {})},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -13,6 +14,7 @@ from tabulate import tabulate
 
 from clusterbench.budget import Budget
 from clusterbench.errors import ClusterbenchError, ConfigError
+from clusterbench.launch.cli import add_launch_commands
 from clusterbench.results.io import atomic_write_bytes
 from clusterbench.results.store import ResultsStore
 from clusterbench.settings import EngineSettings
@@ -53,9 +55,11 @@ def _failures(reg: Any) -> str:
 def _engine_settings(args: argparse.Namespace) -> EngineSettings:
     """:class:`EngineSettings` from the flags ``run`` and ``bench`` share (:func:`_engine_flags`)."""
     import torch  # the run imports it anyway (seeding)
+
+    from clusterbench.validate import device_problem
+    if (problem := device_problem(args.device)) is not None:  # run and bench: the same one line
+        raise ConfigError(problem)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: no CUDA GPU is available")
     return EngineSettings(device=device, precision=args.precision, compile=_compile_default(args.compile, device),
                           eval_every=getattr(args, "eval_every", 0), cuda_graphs=not args.no_cuda_graphs,
                           compile_augment=not args.no_compile_augment)
@@ -100,27 +104,56 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(tabulate(rows, headers=["parameter", "default", "meaning", "source"]))
     for name, values in cls.presets.items():
         print(f"\npreset {name}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+    if cls.recipes:
+        print("\nper-dataset recipes (over the defaults; a preset and your options win; data options "
+              "apply under the paper settings):")
+        rows = [(ds, ", ".join(f"{k}={v}" for k, v in r.params.items()) or "-",
+                 ", ".join(f"{k}={v}" for k, v in r.data.items()) or "-", r.source)
+                for ds, r in sorted(cls.recipes.items())]
+        print(tabulate(rows, headers=["dataset", "parameters", "data", "source"]))
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from clusterbench.progress import Reporter
-    from clusterbench.report.render import render
-    from clusterbench.runner import plan_grid
-    reg = _registry(args)
-    budget = Budget.parse(args.budget or DEFAULT_BUDGET)
-    methods = args.methods or sorted(n for n, c in reg.methods.items() if c.quick)
-    if not methods:
-        raise ConfigError("no methods selected and no quick method installed")
-    grid = plan_grid(reg, methods, args.datasets or [DEFAULT_DATASET], args.data_root, args.protocols, args.linear)
-    settings, main_rank = _join_torchrun(_engine_settings(args))
+    reg, grid, budget, settings = plan_run(args)
+    settings, main_rank = _join_torchrun(settings)
     store = ResultsStore(args.results)  # after every check: a typo writes nothing
     result = grid.run(args.seeds, budget, store, settings, force=args.force,
                       reporter=Reporter(quiet=args.quiet or not main_rank))
     if not main_rank:  # under torchrun rank 0 reports (and records) for every rank
         return 0
+    return report_run(result, store)
+
+
+def plan_run(args: argparse.Namespace) -> tuple[Any, Any, Budget, EngineSettings]:
+    """The registry, checked grid, budget and engine settings ``run``'s flags ask for; nothing is written."""
+    from clusterbench.runner import plan_grid
+    from clusterbench.threads import size_threads
+    from clusterbench.validate import GridRequest, validate_grid
+    reg = _registry(args)
+    methods = args.methods or sorted(n for n, c in reg.methods.items() if c.quick)
+    if not methods:
+        raise ConfigError("no methods selected and no quick method installed")
+    validate_grid(reg, GridRequest(methods, args.datasets or [DEFAULT_DATASET], args.seeds,
+                                   args.budget or DEFAULT_BUDGET, args.results, args.data_root, args.protocols,
+                                   args.linear, args.device, args.eval_every))  # every problem, exit 2
+    budget = Budget.parse(args.budget or DEFAULT_BUDGET)
+    grid = plan_grid(reg, methods, args.datasets or [DEFAULT_DATASET], args.data_root, args.protocols, args.linear)
+    settings = _engine_settings(args)
+    size_threads()  # CPUs available / workers sharing them (CLUSTERBENCH_WORKERS): no oversubscription
+    return reg, grid, budget, settings
+
+
+def report_run(result: Any, store: ResultsStore) -> int:
+    """The leaderboard of a grid's records and its failures; the exit code (1 if a cell failed)."""
+    from clusterbench.report.render import render
     print(render([o.record for o in result.outcomes if o.record is not None], "markdown"))
     print(f"results: {store.root}/  (rebuild tables with: clusterbench report --results {store.root})")
+    if busy := [o for o in result.outcomes if o.status == "busy"]:  # several processes on one store
+        print(f"{len(busy)} cell(s) not in this table, still running in another process: " + "; ".join(
+            f"{o.method} on {o.dataset} seed {o.seed}" for o in busy) + f". When they finish, `clusterbench "
+            f"report --results {store.root}` is the table of record.", file=sys.stderr)
     if result.failed:
         print(f"{len(result.failed)} run(s) failed: " + "; ".join(
             f"{o.method} on {o.dataset} seed {o.seed}: {o.reason}" for o in result.failed), file=sys.stderr)
@@ -129,20 +162,25 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    settings = _engine_settings(args)  # first: `--device cuda` without a GPU is the line `run` gives, at once
+    reg = _registry(args)
     from clusterbench.bench.command import run_bench
-    return run_bench(args, _registry(args), _engine_settings(args))
+    return run_bench(args, reg, settings)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from clusterbench.report.figures import build_figures
     from clusterbench.report.leaderboard import build_leaderboard
     from clusterbench.report.render import render
+    if args.figure_methods < 0:
+        raise ConfigError(f"--figure-methods {args.figure_methods}: must be >= 0")
     store = ResultsStore(args.results, create=False)
     records = list(store.iter_records(strict=True))  # a broken record: RecordError naming the file, exit 2
     outputs = _report_outputs(args)
     html = any(fmt == "html" for fmt, _ in outputs)
     reg = _registry(args) if (args.paper or html) else None
-    board = build_leaderboard(records, reg.reported_results() if args.paper else None)  # once, for every format
+    board = build_leaderboard(records, reg.reported_results() if args.paper else None,  # once, for every format
+                              equal_time=args.equal_time)
     figures, notes = [], []
     if html:
         figures = build_figures(board, store.load_labels, reg.recorded_data_loader(args.data_root),
@@ -202,25 +240,32 @@ def _engine_flags() -> argparse.ArgumentParser:
     return p
 
 
-def _add_run(sub: Any, engine: argparse.ArgumentParser) -> None:
-    run = sub.add_parser("run", help="run every (method, dataset, seed) cell", parents=[engine], epilog=EPILOG_RUN,
+def _grid_flags() -> argparse.ArgumentParser:
+    """The flags that say which cells a grid has (``run``, ``status``; the keys of a ``--grid`` file)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--methods", nargs="+", metavar="NAME",
+                   help="method names, NAME[key=value,...] or 'all' (default: the quick methods)")
+    p.add_argument("--datasets", nargs="+", metavar="NAME",
+                   help=f"dataset names or NAME[key=value,...] (default: {DEFAULT_DATASET})")
+    p.add_argument("--seeds", nargs="+", type=int, default=DEFAULT_SEEDS, metavar="N")
+    p.add_argument("--budget", nargs="+", metavar="KEY=VALUE", help="training budget shared by every deep method: "
+                   f"epochs=, steps=, images=, minutes= (default: {DEFAULT_BUDGET})")
+    p.add_argument("--results", default=DEFAULT_RESULTS, help=f"results directory (default: {DEFAULT_RESULTS})")
+    p.add_argument("--data-root", help="where dataset files are (torchvision layouts, image folders)")
+    p.add_argument("--protocols", nargs="+", metavar="P", help="head kmeans; linear linear-logreg: one more cell")
+    p.add_argument("--linear", nargs="+", metavar="KEY=VALUE", help="the linear probe: epochs=100 lr=0.1 ...")
+    p.add_argument("--eval-every", type=int, default=0, metavar="EPOCHS",
+                   help="epochs between ACC/NMI points on the learning curve (default: about 10 points)")
+    return p
+
+
+def _add_run(sub: Any, parents: list[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    run = sub.add_parser("run", help="run every (method, dataset, seed) cell", parents=parents, epilog=EPILOG_RUN,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
-    run.add_argument("--methods", nargs="+", metavar="NAME",
-                     help="method names, NAME[key=value,...] or 'all' (default: the quick methods)")
-    run.add_argument("--datasets", nargs="+", metavar="NAME",
-                     help=f"dataset names or NAME[key=value,...] (default: {DEFAULT_DATASET})")
-    run.add_argument("--seeds", nargs="+", type=int, default=DEFAULT_SEEDS, metavar="N")
-    run.add_argument("--budget", nargs="+", metavar="KEY=VALUE", help="training budget shared by every deep method: "
-                     f"epochs=, steps=, images=, minutes= (default: {DEFAULT_BUDGET})")
-    run.add_argument("--results", default=DEFAULT_RESULTS, help=f"results directory (default: {DEFAULT_RESULTS})")
-    run.add_argument("--data-root", help="where dataset files are (torchvision layouts, image folders)")
-    run.add_argument("--protocols", nargs="+", metavar="P", help="head kmeans; linear linear-logreg: one more cell")
-    run.add_argument("--linear", nargs="+", metavar="KEY=VALUE", help="the linear probe: epochs=100 lr=0.1 ...")
-    run.add_argument("--eval-every", type=int, default=0, metavar="EPOCHS",
-                     help="epochs between ACC/NMI points on the learning curve (default: about 10 points)")
     run.add_argument("--force", action="store_true", help="rerun cells that already finished")
     run.add_argument("--quiet", action="store_true", help="no progress output")
     run.set_defaults(func=cmd_run)
+    return run
 
 
 def _add_bench(sub: Any, engine: argparse.ArgumentParser) -> None:
@@ -261,6 +306,8 @@ def _add_report(sub: Any) -> None:
     rep.add_argument("--figure-methods", type=int, default=4, metavar="N",
                      help="confusion matrix and sample grid for the N best methods of each dataset (default 4)")
     rep.add_argument("--title", default="clusterbench report", help="title of the html report")
+    rep.add_argument("--equal-time", nargs="+", type=float, default=[1.0, 2.0, 4.0], metavar="MIN",
+                     help="GPU-minute marks of the equal-time table: head ACC each method had reached by then")
     rep.set_defaults(func=cmd_report)
 
 
@@ -276,8 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="a method's parameters, defaults and their sources")
     info.add_argument("name")
     info.set_defaults(func=cmd_info)
-    engine = _engine_flags()
-    _add_run(sub, engine)
+    engine, grid = _engine_flags(), _grid_flags()
+    run = _add_run(sub, [engine, grid])
+    add_launch_commands(sub, run, [engine, grid])  # --workers/--launcher/--shard/--grid, status, merge
     _add_bench(sub, engine)
     _add_report(sub)
     return p
@@ -285,6 +333,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001 - warnings' API
     return f"clusterbench: warning: {message}\n"
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush does not fail on the closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a file (captured in tests)
+        pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -300,11 +357,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.formatwarning = _one_line_warning
             return args.func(args)
     except ClusterbenchError as exc:
-        print(f"clusterbench: error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines() or [""]:  # a grid's problems: one line each
+            print(f"clusterbench: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("clusterbench: interrupted; finished runs are kept, rerun the same command to resume", file=sys.stderr)
         return 130
+    except MemoryError as exc:  # e.g. a dataset option asking for more images than fit in memory
+        print(f"clusterbench: error: out of memory ({exc}); finished runs are kept", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # `clusterbench report | head`: the reader has what it wanted
+        _silence_stdout()
+        return 141  # 128 + SIGPIPE, as a shell reports a process the closed pipe stopped
+    except OSError as exc:  # the disk filled up, the store became read-only: one line; finished records stay
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"clusterbench: error: {exc.strerror or exc}{where}; finished runs are kept", file=sys.stderr)
+        return 1
     finally:
         warnings.formatwarning = saved_format
 

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import pluggy
 
 from clusterbench import hookspecs
-from clusterbench.api import Dataset, ImageData, Method
+from clusterbench.api import PAPER_PRESETS, Dataset, ImageData, Method
 from clusterbench.errors import ConfigError, DataError, PluginError
 
 GROUP = "clusterbench"
@@ -100,11 +100,27 @@ class Registry:
     def reported_results(self) -> list[dict[str, Any]]:
         if self.pm is None:
             return []
-        return [row for rows in self.pm.hook.clusterbench_reported_results() for row in (rows or [])]
+        rows: list[dict[str, Any]] = []
+        for impl in self.pm.hook.clusterbench_reported_results.get_hookimpls():
+            try:
+                rows.extend(impl.function() or [])
+            except Exception as exc:  # noqa: BLE001 - the report goes on without that plugin's numbers
+                warnings.warn(f"clusterbench plugin {impl.plugin_name!r}: clusterbench_reported_results raised "
+                              f"{type(exc).__name__}: {exc}; its reported numbers are left out", RuntimeWarning,
+                              stacklevel=2)
+        return rows
 
     def notify_run_finished(self, record: dict[str, Any]) -> None:
-        if self.pm is not None:
-            self.pm.hook.clusterbench_run_finished(record=record)
+        """Every observer, each on its own: one that raises is warned about, the others and the grid go on."""
+        if self.pm is None:
+            return
+        for impl in self.pm.hook.clusterbench_run_finished.get_hookimpls():
+            try:
+                impl.function(record=record)
+            except Exception as exc:  # noqa: BLE001 - an observer must not stop the grid
+                warnings.warn(f"clusterbench plugin {impl.plugin_name!r}: clusterbench_run_finished raised "
+                              f"{type(exc).__name__}: {exc}; the run's record is written, the grid goes on",
+                              RuntimeWarning, stacklevel=2)
 
     # ---- from a name on the command line to a plugin instance ---------------------------
     def method_refs(self, names: Sequence[str]) -> list[PluginRef]:
@@ -119,13 +135,26 @@ class Registry:
             refs.append(ref)
         return refs
 
-    def make_method(self, ref: PluginRef | str) -> Method:
-        """The method with its parameters resolved (defaults, ``preset=``, then the options)."""
+    def make_method(self, ref: PluginRef | str, dataset: str | None = None) -> Method:
+        """The method with its parameters resolved (defaults, the ``dataset``'s recipe, ``preset=``,
+        then the options)."""
         ref = PluginRef.parse(ref) if isinstance(ref, str) else ref
         cls = self.method(ref.name)
         opts = ref.opts
         preset = opts.pop("preset", None)
-        return cls(cls.resolve_params(opts, preset=preset))
+        recipe = cls.recipes.get(dataset) if dataset is not None else None
+        return cls(cls.resolve_params(opts, preset=preset, dataset=dataset)).with_recipe(
+            recipe.to_dict(dataset) if recipe is not None else None)
+
+    def recipe_dataset(self, method: PluginRef, dataset: PluginRef) -> PluginRef:
+        """``dataset`` with the options the method's recipe reads it with under the paper's
+        settings (see :class:`clusterbench.Recipe`); the options given always win."""
+        recipe = self.method(method.name).recipes.get(dataset.name)
+        if recipe is None or not recipe.data or method.opts.get("preset") not in PAPER_PRESETS:
+            return dataset
+        given = dataset.opts
+        extra = tuple((k, str(v)) for k, v in recipe.data.items() if k not in given)
+        return PluginRef(dataset.name, dataset.options + extra) if extra else dataset
 
     def make_dataset(self, ref: PluginRef | str, root: str | None = None) -> Dataset:
         ref = PluginRef.parse(ref) if isinstance(ref, str) else ref
@@ -238,12 +267,20 @@ def _register_local(pm: pluggy.PluginManager, name: str, plugin: Any, providers:
         raise PluginError(f"plugin {providers[name]}: " + "; ".join(str(exc).splitlines())) from None
 
 
-def _collect(pm: pluggy.PluginManager, hook_name: str) -> list[tuple[str, Any]]:
-    """(plugin name, class) for every class a hook returned, remembering who returned it."""
+def _collect(pm: pluggy.PluginManager, hook_name: str, failed: dict[str, str]) -> list[tuple[str, Any]]:
+    """(plugin name, class) for every class a hook returned, remembering who returned it.
+
+    A hook that raises is one warning and an entry in ``failed``; the other plugins still load."""
     out = []
     hook = getattr(pm.hook, hook_name)
     for impl in hook.get_hookimpls():
-        result = impl.function()
+        try:
+            result = impl.function()
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not take `list` (or anything) down
+            failed[impl.plugin_name] = f"{hook_name}() raised {type(exc).__name__}: {exc}"
+            warnings.warn(f"clusterbench plugin {impl.plugin_name!r}: {failed[impl.plugin_name]}; skipped",
+                          RuntimeWarning, stacklevel=2)
+            continue
         if result is not None and (isinstance(result, type) or not hasattr(result, "__iter__")):
             result = [result]  # a bare class (or a non-list): checked like a list item below
         for cls in result or []:
@@ -261,17 +298,17 @@ def load_registry(extra_plugins: list[tuple[str, Any]] | None = None) -> Registr
         ("method", "clusterbench_methods", Method, reg.methods),
         ("dataset", "clusterbench_datasets", Dataset, reg.datasets),
     ):
-        for plugin_name, cls in _collect(pm, hook):
+        for plugin_name, cls in _collect(pm, hook, reg.failed):
             provider = providers.get(plugin_name, plugin_name)
-            if not (isinstance(cls, type) and issubclass(cls, base)):
-                raise PluginError(f"plugin {provider} returned {cls!r} from {hook}(), not a {base.__name__} subclass")
-            name = getattr(cls, "name", None)
-            if not isinstance(name, str) or not name:
-                raise PluginError(f"plugin {provider}: {cls.__qualname__} has no `name`")
             try:
+                if not (isinstance(cls, type) and issubclass(cls, base)):
+                    raise PluginError(f"returned {cls!r} from {hook}(), not a {base.__name__} subclass")
+                name = getattr(cls, "name", None)
+                if not isinstance(name, str) or not name:
+                    raise PluginError(f"{cls.__qualname__} has no `name`")
                 cls.check_class()
             except PluginError as exc:  # this class is skipped; every other plugin still works
-                reg.failed[f"{provider}:{name}"] = str(exc)
+                reg.failed[f"{provider}:{getattr(cls, 'name', None) or cls!r}"] = str(exc)
                 warnings.warn(f"clusterbench plugin {provider}: {exc}; skipped", RuntimeWarning, stacklevel=2)
                 continue
             if name in table and table[name] is not cls:

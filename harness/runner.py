@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 from clusterbench.api import Dataset, ImageData, Method, TrainStats
+from clusterbench.attempts import AttemptClock
 from clusterbench.budget import Budget
 from clusterbench.cell import Cell
 from clusterbench.context import RunContext
@@ -47,7 +48,8 @@ class CellOutcome:
     dataset: str
     seed: int
     run_id: str
-    status: str  # done | skipped | failed | busy | follower (a rank > 0 of a torchrun run: rank 0 records it)
+    status: str  # done | partial (some protocols failed) | skipped | failed | busy | follower (a rank > 0
+                 # of a torchrun run: rank 0 records the cell)
     record: dict[str, Any] | None = None
     reason: str | None = None
 
@@ -58,7 +60,8 @@ class GridResult:
 
     @property
     def failed(self) -> list[CellOutcome]:
-        return [o for o in self.outcomes if o.status == "failed"]
+        """Cells that failed, and cells that kept some protocols but lost others (``partial``)."""
+        return [o for o in self.outcomes if o.status in ("failed", "partial")]
 
 
 class GridObserver(Protocol):
@@ -104,7 +107,7 @@ def run_cell(registry: Registry, cell: Cell, data: ImageData, store: ResultsStor
             return _not_run(ranks, replace(outcome, status="skipped", record=rec))
         store.clean_run_dir(rid)  # a killed attempt's temp files and orphan labels; the checkpoint stays
         if force:
-            (store.run_dir(rid) / "checkpoint.pt").unlink(missing_ok=True)
+            _drop_finished_checkpoint(store, rid)
         record = cell.record_header(data, registry.provider("method", outcome.method))
         if cell.deep:
             record["engine"]["world_size"] = ranks.world_size  # recorded, not part of the run id
@@ -112,13 +115,19 @@ def run_cell(registry: Registry, cell: Cell, data: ImageData, store: ResultsStor
         seed_everything(cell.seed)
         _reset_peak(cell.settings.device)
         seen = cell.fit_data(data)  # a linear cell's method never sees the test split
+        clock = AttemptClock(store.run_dir(rid))
+
+        def tick(frac: float, msg: str) -> None:
+            clock.tick()
+            progress(frac, msg)
+
         ctx = RunContext(seed=cell.seed, budget=cell.budget, settings=cell.settings, run_dir=store.run_dir(rid),
-                         evaluate=lambda labels: evaluate(seen.y, labels), progress=progress)
+                         evaluate=lambda labels: evaluate(seen.y, labels), progress=tick)
         try:
-            fields, labels = _fit_and_score(cell, data, ctx)
+            fields, labels = _fit_and_score(cell, data, ctx, clock)
         except KeyboardInterrupt:
             raise
-        except Exception as exc:  # the grid goes on; the record says why
+        except (Exception, SystemExit) as exc:  # the grid goes on; the record says why (sys.exit() in a plugin too)
             if ranks.active and not isinstance(exc, ClusterbenchError):
                 raise  # the other ranks may wait in a collective: stop, and torchrun stops them
             fields, labels = _failure(exc), None
@@ -157,31 +166,57 @@ def _follow_cell(cell: Cell, data: ImageData, store: ResultsStore, ranks: "Distr
     return replace(outcome, status="follower")
 
 
-def _fit_and_score(cell: Cell, data: ImageData, ctx: RunContext) -> tuple[dict[str, Any], Any]:
-    """Fit on the unlabelled images, score every protocol: the done record's fields and the labels."""
+def _drop_finished_checkpoint(store: ResultsStore, rid: str) -> None:
+    """``--force``: start over, unless the checkpoint is newer than the record, i.e. a killed
+    ``--force`` attempt left it (resume that one instead of training from epoch 0 again)."""
+    ck, rec = store.run_dir(rid) / "checkpoint.pt", store.record_path(rid)
+    if ck.exists() and rec.exists() and ck.stat().st_mtime_ns > rec.stat().st_mtime_ns:
+        return
+    ck.unlink(missing_ok=True)
+    AttemptClock.reset(store.run_dir(rid))
+
+
+def _fit_and_score(cell: Cell, data: ImageData, ctx: RunContext,
+                   clock: AttemptClock | None = None) -> tuple[dict[str, Any], Any]:
+    """Fit on the unlabelled images, score every protocol: the done record's fields and the labels.
+
+    ``clock``: the cell's attempts so far; ``wall_seconds`` sums them (a resumed run's time too)."""
     wall = time.perf_counter()
     seen = cell.fit_data(data)
     stats = cell.method.fit(seen.without_labels(), ctx)
     fit_seconds = time.perf_counter() - wall
-    results, labels, infer_ips = run_protocols(cell.method, data, list(cell.protocols), cell.seed, cell.probe)
+    errors: dict[str, BaseException] = {}
+    results, labels, infer_ips = run_protocols(cell.method, data, list(cell.protocols), cell.seed, cell.probe,
+                                               errors=errors)
+    if not results:  # no protocol scored: the cell failed (a deep run's final checkpoint stays for the rerun)
+        raise next(iter(errors.values()))
     stats = stats or TrainStats(train_seconds=fit_seconds, images_seen=len(seen))
     cost = {
         "train_seconds": stats.train_seconds,
+        "setup_seconds": stats.setup_seconds,  # one-off work before the clock (compile, graph capture)
         "fit_seconds": fit_seconds,
-        "wall_seconds": time.perf_counter() - wall,
+        "wall_seconds": clock.seconds() if clock else time.perf_counter() - wall,
+        "attempts": clock.attempts if clock else 1,
         "images_seen": stats.images_seen,
-        "train_images_per_s": stats.images_seen / stats.train_seconds if stats.train_seconds > 0 else None,
+        "train_images_per_s": stats.train_images_per_s,
         "eval_images_per_s": infer_ips,
         **_peak_memory_mb(cell.device),
     }
-    fields = {"status": "done", "protocols": results, "primary_protocol": cell.protocols[0], "cost": cost,
+    fields = {"status": "partial" if errors else "done", "protocols": results,
+              "primary_protocol": next(p for p in cell.protocols if p in results), "cost": cost,
               "stats": stats.to_dict()}
+    if errors:  # what training earned is kept; a rerun evaluates again from the final checkpoint
+        fields["protocol_errors"] = {p: _reason(exc) for p, exc in errors.items()}
     return fields, labels
+
+
+def _reason(exc: BaseException) -> str:
+    return "out of memory" if _is_oom(exc) else f"{type(exc).__name__}: {exc}"
 
 
 def _failure(exc: Exception) -> dict[str, Any]:
     """A failed record's fields; call it inside the ``except`` (it reads the traceback)."""
-    reason = "out of memory" if _is_oom(exc) else f"{type(exc).__name__}: {exc}"
+    reason = _reason(exc)
     where = ({"diverged_at_epoch": exc.epoch, "diverged_at_step": exc.step}
              if isinstance(exc, TrainingDiverged) else {})
     return {"status": "failed", "stats": where,
@@ -193,11 +228,13 @@ def _finish(registry: Registry, cell: Cell, store: ResultsStore, record: dict[st
     """The one tail of a cell, done or failed: stamp, write (labels first), tidy up, notify."""
     record.update(finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), env=environment(cell.device))
     store.write_record(cell.run_id, record, labels=labels)  # without labels (failed): stale ones are removed
-    if record["status"] == "done":  # a failed deep run keeps its checkpoint: a rerun resumes from it
+    if record["status"] == "done":  # a failed or partial deep run keeps its checkpoint: a rerun resumes from it
         (store.run_dir(cell.run_id) / "checkpoint.pt").unlink(missing_ok=True)
+        AttemptClock.reset(store.run_dir(cell.run_id))
     store.clean_run_dir(cell.run_id)
     registry.notify_run_finished(record)
-    reason = record["error"]["reason"] if record["status"] == "failed" else None
+    reason = (record["error"]["reason"] if record["status"] == "failed" else
+              "; ".join(f"protocol {p} failed: {r}" for p, r in record.get("protocol_errors", {}).items()) or None)
     return replace(outcome, status=record["status"], record=record, reason=reason)
 
 
@@ -224,6 +261,16 @@ def _is_oom(exc: BaseException) -> bool:
 
 # ---- the grid ----------------------------------------------------------------------------
 @dataclass(frozen=True)
+class CellKey:
+    """Where a cell sits in its grid, as plain data: the same in every process that plans the same grid."""
+
+    dataset: int  # index into :attr:`Grid.datasets` (the data the cell reads: as given, or a recipe's variant)
+    method: int  # index into :attr:`Grid.methods`
+    split: str  # "all", or "train" for a linear cell
+    seed: int
+
+
+@dataclass(frozen=True)
 class GridMethod:
     """One ``--methods`` entry, resolved once: its parameters and the protocols it will run."""
 
@@ -238,7 +285,13 @@ class GridMethod:
 
     def fresh(self) -> Method:
         """A new instance for one cell: ``fit`` keeps its model on the instance."""
-        return type(self.template)(self.template.params)
+        return type(self.template)(self.template.params).with_recipe(self.template.recipe)
+
+    def on(self, registry: Registry, dataset: PluginRef) -> "GridMethod":
+        """This entry on ``dataset``: resolved again with the method's recipe for it, if it has one."""
+        if dataset.name not in type(self.template).recipes:
+            return self
+        return replace(self, template=registry.make_method(self.ref, dataset=dataset.name))
 
 
 @dataclass(frozen=True)
@@ -247,28 +300,61 @@ class Grid:
 
     registry: Registry
     methods: tuple[GridMethod, ...]
-    datasets: tuple[tuple[PluginRef, Dataset], ...]
+    datasets: tuple[tuple[PluginRef, Dataset], ...]  # as given, then the variants recipes read (see ``reads``)
     probe: LinearProbe = LinearProbe()
+    #: per dataset as given, per method: the index in ``datasets`` of the data that method reads
+    #: there (the dataset itself, or it with the options of the method's recipe); empty: itself
+    reads: tuple[tuple[int, ...], ...] = ()
 
     def run(self, seeds: Sequence[int], budget: Budget, store: ResultsStore, settings: EngineSettings, *,
             force: bool = False, reporter: GridObserver | None = None) -> GridResult:
         """Every cell; each dataset is loaded once, each cell fits a fresh method instance."""
         reporter = reporter or Silent()
         result = GridResult()
-        reporter.start(sum(len(m.cells()) for m in self.methods) * len(self.datasets) * len(seeds))
-        for ref, ds in self.datasets:
-            data, digest = self._load(ref, ds, reporter)
-            for m, (protocols, split) in ((m, c) for m in self.methods for c in m.cells()):
-                for seed in seeds:
-                    cell = Cell(m.fresh(), m.ref, ds, digest, seed, budget, settings, protocols, split,
-                                self.probe if split == "train" else None)
-                    label = f"{m.ref} on {ds.name} seed {seed}" + (" (linear, train split)" if split == "train" else "")
-                    outcome = run_cell(self.registry, cell, data, store, force=force,
-                                       progress=reporter.cell_progress(label))
-                    reporter.cell_done(label, outcome)
-                    result.outcomes.append(outcome)
+        keys = self.keys(seeds)
+        reporter.start(len(keys))
+        loaded: dict[int, tuple[ImageData, str]] = {}
+        ran: set[str] = set()
+        for key in keys:
+            if key.dataset not in loaded:  # keys come dataset by dataset: hold one dataset at a time
+                loaded = {key.dataset: self.load(key.dataset, reporter)}
+            data, digest = loaded[key.dataset]
+            label, cell = self.cell(key, digest, budget, settings)
+            if cell.run_id in ran:  # `cc cc[lr=0.0003]`: two spellings of one cell
+                reporter.cell_done(label, CellOutcome(type(cell.method).name, cell.dataset.name, key.seed,
+                                                      cell.run_id, "skipped", reason="the same cell as an earlier one"))
+                continue
+            ran.add(cell.run_id)
+            outcome = run_cell(self.registry, cell, data, store, force=force, progress=reporter.cell_progress(label))
+            reporter.cell_done(label, outcome)
+            result.outcomes.append(outcome)
         reporter.close()
         return result
+
+    def keys(self, seeds: Sequence[int]) -> list[CellKey]:
+        """Every cell's key in grid order: dataset, method, split, seed (`--seeds 0 0`: one cell)."""
+        seeds = list(dict.fromkeys(seeds))
+        reads = self.reads or tuple((d,) * len(self.methods) for d in range(len(self.datasets)))
+        keys = []
+        for per_method in reads:  # a dataset's variants one after the other: one held at a time
+            for v in dict.fromkeys(per_method):
+                keys += [CellKey(v, i, split, seed) for i, m in enumerate(self.methods) if per_method[i] == v
+                         for _, split in m.cells() for seed in seeds]
+        return keys
+
+    def cell(self, key: CellKey, digest: str, budget: Budget, settings: EngineSettings) -> tuple[str, Cell]:
+        """The cell at ``key`` (a fresh method instance) and its label, once its dataset's digest is known."""
+        ref, ds = self.datasets[key.dataset]
+        m = self.methods[key.method].on(self.registry, ref)
+        protocols = m.linear if key.split == "train" else m.protocols
+        cell = Cell(m.fresh(), m.ref, ds, digest, key.seed, budget, settings, protocols, key.split,
+                    self.probe if key.split == "train" else None)
+        label = f"{m.ref} on {ds.name} seed {key.seed}" + (" (linear, train split)" if key.split == "train" else "")
+        return label, cell
+
+    def load(self, dataset: int, reporter: GridObserver | None = None) -> tuple[ImageData, str]:
+        """The images and digest of the grid's ``dataset``-th dataset (see :meth:`_load`)."""
+        return self._load(*self.datasets[dataset], reporter or Silent())
 
     def _load(self, ref: PluginRef, ds: Dataset, reporter: GridObserver) -> tuple[ImageData, str]:
         """The dataset's images and digest, checked against every method's K before its first cell runs."""
@@ -295,16 +381,23 @@ def plan_grid(registry: Registry, method_names: Sequence[str], dataset_names: Se
     ``probe``: its settings, or ``--linear``'s ``KEY=VALUE`` items."""
     probe = probe if isinstance(probe, LinearProbe) else LinearProbe.parse(probe)
     methods = []
-    for ref in registry.method_refs(method_names):
+    for ref in dict.fromkeys(registry.method_refs(method_names)):  # `kmeans kmeans`: one entry
         template = registry.make_method(ref)
         chosen = check_protocols(type(template), list(protocols) if protocols else None)
         methods.append(GridMethod(ref, template, tuple(p for p in chosen if p not in LINEAR_PROTOCOLS),
                                   tuple(p for p in chosen if p in LINEAR_PROTOCOLS)))
-    datasets = []
-    for text in dataset_names:
-        ref = PluginRef.parse(text)
-        datasets.append((ref, registry.make_dataset(ref, data_root)))
-    return Grid(registry, tuple(methods), tuple(datasets), probe)
+    refs = list(dict.fromkeys(PluginRef.parse(text) for text in dataset_names))
+    reads = []
+    for ref in list(refs):  # a recipe's dataset options make a variant of the data, read (and checked) once
+        per_method = []
+        for m in methods:
+            variant = registry.recipe_dataset(m.ref, ref)
+            if variant not in refs:
+                refs.append(variant)
+            per_method.append(refs.index(variant))
+        reads.append(tuple(per_method))
+    datasets = [(ref, registry.make_dataset(ref, data_root)) for ref in refs]
+    return Grid(registry, tuple(methods), tuple(datasets), probe, tuple(reads))
 
 
 def run_grid(registry: Registry, method_names: Sequence[str], dataset_names: Sequence[str], seeds: Sequence[int],

@@ -22,7 +22,8 @@ class EngineSettings:
 
     @property
     def augment_compiled(self) -> bool:
-        return self.compile or self.compile_augment
+        """Whether the colour jitter is to be compiled: only ever on the GPU (the CPU runs it eagerly)."""
+        return (self.compile or self.compile_augment) and self.device.startswith("cuda")
 
     def identity(self) -> dict[str, Any]:
         # device is recorded, not hashed: the same cell on another GPU is the same experiment

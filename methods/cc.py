@@ -38,10 +38,30 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from clusterbench import (AugmentSpec, CCObjective, DeepMethod, DeepParams, ResNetBackbone, cc_augmentation, hookimpl,
-                          mlp, param)
+from clusterbench import (AugmentSpec, CCObjective, DeepMethod, DeepParams, Recipe, ResNetBackbone, cc_augmentation,
+                          hookimpl, mlp, param)
 
 PAPER = "Li et al., Contrastive Clustering, AAAI 2021"
+CODE = "Yunfan-Li/Contrastive-Clustering"
+
+# The official code's per-dataset choices (train.py, train_STL10.py, modules/transform.py):
+# Transforms(size, s=1.0, blur=False) by default (transform.py:22); blur = cv2 GaussianBlur,
+# kernel 23, sigma in [0.1, 2), p = 0.5 (transform.py:6-18, 30-31).
+_S_HALF = {"jitter_strength": 0.5, "blur": False}
+_IMAGENET = Recipe({"jitter_strength": 1.0, "blur": True},
+                   f"{CODE} train.py:78,84 Transforms(size, blur=True): s = 1.0 (transform.py:22), blur p 0.5, "
+                   "kernel 23 (transform.py:6-18, 30-31)",
+                   data={"size": 224})
+RECIPES = {
+    "cifar10": Recipe(_S_HALF, f"{CODE} train.py:50,56 Transforms(size, s=0.5)"),
+    "cifar100-20": Recipe(_S_HALF, f"{CODE} train.py:65,71 Transforms(size, s=0.5)"),
+    "tiny-imagenet": Recipe(_S_HALF, f"{CODE} train.py:90 Transforms(s=0.5, size)"),
+    "imagenet10": _IMAGENET,
+    "imagenet-dogs": _IMAGENET,
+    # the official STL-10 run also trains L_ins alone on the 100,000 unlabelled images
+    # (train_STL10.py:11-24, 73-80); the harness does not yet (see the README)
+    "stl10": Recipe({"jitter_strength": 1.0, "blur": False}, f"{CODE} train_STL10.py:65,71,77 Transforms(size): s = 1.0"),
+}
 
 
 class CCNetwork(nn.Module):
@@ -68,7 +88,8 @@ class CC(CCObjective, DeepMethod):
 
     @dataclass(frozen=True)
     class Params(DeepParams):
-        backbone: str = param("resnet34", "ResNet depth: resnet18 | resnet34 | resnet50", "§4.2: ResNet-34")
+        backbone: str = param("resnet34", "ResNet depth: resnet18 | resnet34 | resnet50", "§4.2: ResNet-34",
+                             choices=("resnet18", "resnet34", "resnet50"))
         small_stem: bool = param(False, "3x3 stride-1 stem without max-pool (for small inputs)",
                                  "official code: ImageNet stem at 224x224")
         image_size: int = param(224, "input size the images are resized to (0 = the dataset's own)",
@@ -79,8 +100,10 @@ class CC(CCObjective, DeepMethod):
         batch_size: int = param(256, "images per step (two views each)", "§4.2: 256")
         lr: float = param(3e-4, "Adam learning rate", "§4.2: 0.0003")
         weight_decay: float = param(0.0, "Adam weight decay", "§4.2: none")
-        jitter_strength: float = param(0.5, "colour-jitter strength s", "official transform.py: s=0.5 (CIFAR)")
-        blur: bool = param(False, "Gaussian blur with p=0.5", "official code: only for ImageNet-10/Dogs")
+        jitter_strength: float = param(0.5, "colour-jitter strength s (per dataset: see recipes)",
+                                       "official train.py:50: s=0.5 (CIFAR)")
+        blur: bool = param(False, "Gaussian blur with p=0.5 (per dataset: see recipes)",
+                           "official train.py:78,84: only for ImageNet-10/Dogs")
         n_clusters: int = param(0, "K (0 = the dataset's number of classes)", "§4.1: K = number of classes")
 
     presets = {
@@ -89,6 +112,7 @@ class CC(CCObjective, DeepMethod):
         # tiny, for the contract tests over the registry (CPU, seconds); not for measurements
         "smoke": {"backbone": "resnet18", "small_stem": True, "image_size": 0, "batch_size": 16, "feature_dim": 16},
     }
+    recipes = RECIPES
 
     def build_model(self, in_chans: int, image_size: int, n_clusters: int) -> nn.Module:
         p = self.params

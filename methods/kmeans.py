@@ -29,13 +29,14 @@ class KMeansPixels(Method):
     quick = True
     transductive = True
     protocols = ("head",)
+    requires = ("faiss",)
     presets = {"smoke": {"niter": 20, "nredo": 1}}  # for the contract tests over the registry
 
     @dataclass(frozen=True)
     class Params:
-        n_clusters: int = param(0, "clusters to make; 0 = the dataset's number of classes")
-        niter: int = param(100, "Lloyd iterations per restart")
-        nredo: int = param(10, "restarts; the lowest-inertia one is kept")
+        n_clusters: int = param(0, "clusters to make; 0 = the dataset's number of classes", minimum=0)
+        niter: int = param(100, "Lloyd iterations per restart", minimum=1)
+        nredo: int = param(10, "restarts; the lowest-inertia one is kept", minimum=1)
 
     def fit(self, data: ImageData, ctx) -> None:
         k = self.params.n_clusters or data.n_classes
@@ -60,7 +61,7 @@ class KMeansPCA(KMeansPixels):
 
     @dataclass(frozen=True)
     class Params(KMeansPixels.Params):
-        n_components: int = param(50, "principal components kept (capped by the pixel count)")
+        n_components: int = param(50, "principal components kept (capped by the pixel count)", minimum=1)
         whiten: bool = param(False, "scale components to unit variance")
 
     def transform(self, data: ImageData, seed: int) -> np.ndarray:

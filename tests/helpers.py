@@ -15,7 +15,8 @@ from pathlib import Path
 
 def table_rows(markdown: str, dataset: str) -> dict[str, dict[str, str]]:
     """The rows of one dataset's markdown leaderboard, keyed by method."""
-    section = markdown.split(f"### {dataset}\n", 1)[1].split("\n### ", 1)[0]
+    # the leaderboard only: up to the next dataset or the tables under it (#### ...)
+    section = markdown.split(f"### {dataset}\n", 1)[1].split("\n### ", 1)[0].split("\n#### ", 1)[0]
     lines = [ln for ln in section.splitlines() if ln.startswith("|")]
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     rows = {}

@@ -168,14 +168,14 @@ def test_pil_baseline_applies_every_op_of_the_policy():
     import torchvision.transforms as T
 
     m = VTCC(VTCC.resolve_params({"image_size": 0}))
-    spec = augment_policy(m, None)
+    spec = augment_policy(m, None)[1]  # VTCC's second view: the one that is solarised
     ops = pil_transform(spec, 96).transforms
     kinds = [type(op) for op in ops]
     assert kinds == [T.RandomResizedCrop, T.RandomHorizontalFlip, T.RandomApply, T.RandomGrayscale, T.RandomApply,
                      T.RandomSolarize, T.ToTensor, T.Normalize]
     blur = ops[4].transforms[0]
-    assert blur.kernel_size == (blur_kernel_size(96),) * 2 and ops[4].p == spec.blur_p == 1.0
-    assert ops[5].p == spec.solarize_p == 0.1 and ops[5].threshold == 128
+    assert blur.kernel_size == (blur_kernel_size(96, 2.0),) * 2 == (17, 17) and ops[4].p == spec.blur_p == 1.0
+    assert ops[5].p == spec.solarize_p == 0.2 and ops[5].threshold == 128
     assert tuple(ops[7].mean) == VTCC.input_mean and tuple(ops[7].std) == VTCC.input_std
     plain = [type(op) for op in pil_transform(AugmentSpec(), 32).transforms]
     assert T.RandomSolarize not in plain and T.Normalize not in plain and plain.count(T.RandomApply) == 1

@@ -207,7 +207,7 @@ def test_results_path_that_is_a_file(tmp_path, capsys):
     f = tmp_path / "results"
     f.write_text("x")
     assert main(["run", "--methods", "kmeans", "--seeds", "0", "--results", str(f), "--quiet"]) == 2
-    assert "is a file" in capsys.readouterr().err
+    assert "exists and is not a directory" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")

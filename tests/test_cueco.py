@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clusterbench import cosine_momentum, ema_update, momentum_copy
+from clusterbench import FeatureQueue, cosine_momentum, ema_update, info_nce, momentum_copy
 from clusterbench.methods.cueco import (
     CueCo,
-    infonce,
+    lloyd_refine,
     sinkhorn_knopp,
     swapped_cluster_loss,
     warmup_cosine,
@@ -82,7 +82,7 @@ def test_infonce_matches_hand_computation(use_queue):
     g = torch.Generator().manual_seed(1)
     q, k = torch.randn(5, 4, generator=g), torch.randn(5, 4, generator=g)
     queue = torch.randn(7, 4, generator=g) if use_queue else None
-    assert infonce(q, k, queue, 0.2).item() == pytest.approx(naive_infonce(q, k, queue, 0.2), rel=1e-5)
+    assert info_nce(q, k, queue, 0.2).item() == pytest.approx(naive_infonce(q, k, queue, 0.2), rel=1e-5)
 
 
 def naive_sinkhorn(scores, eps, iters):
@@ -189,8 +189,7 @@ def _tiny(**over):
         torch.manual_seed(0)
         _BASE["net"] = m.build_model(3, 8, 5)
     net = copy.deepcopy(_BASE["net"])
-    net.queue = F.normalize(torch.randn(2, m.params.queue_size, m.params.proj_dim), dim=2)
-    net.queue_ptr.zero_()
+    net.queues = nn.ModuleList([FeatureQueue(m.params.queue_size, m.params.proj_dim) for _ in range(2)])
     return m, net
 
 
@@ -208,7 +207,7 @@ def test_shapes_terms_and_gradients():
     assert net.query.projector[2].weight.grad.abs().sum() > 0
     assert net.centroids.grad.abs().sum() > 0
     assert all(p.grad is None and not p.requires_grad for p in net.key.parameters())
-    assert not net.queue.requires_grad
+    assert not any(q.features.requires_grad for q in net.queues)
     opt = m.configure_optimizer(net)
     in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
     assert not any(id(p) in in_opt for p in net.key.parameters())
@@ -229,9 +228,9 @@ def test_after_step_updates_key_network_and_enqueues_the_steps_keys():
     for old, new, q in zip(key_before, net.key.parameters(), net.query.parameters()):
         assert torch.allclose(new, 0.9 * old + 0.1 * q, atol=1e-6)
     assert any(not torch.equal(a, b) for a, b in zip(key_before, net.key.parameters()))
-    assert int(net.queue_ptr) == 10
-    assert torch.allclose(net.queue[0, :10], _unit(outputs["keys1"]), atol=1e-5)
-    assert torch.allclose(net.queue[1, :10], _unit(outputs["keys2"]), atol=1e-5)
+    assert int(net.queues[0].ptr) == int(net.queues[1].ptr) == 10
+    assert torch.allclose(net.queues[0].features[:10], _unit(outputs["keys1"]), atol=1e-5)
+    assert torch.allclose(net.queues[1].features[:10], _unit(outputs["keys2"]), atol=1e-5)
     assert not hasattr(m, "_pending_keys")  # no state carried between the hooks
 
 
@@ -243,9 +242,9 @@ def test_queue_is_fifo_and_wraps_around():
     # 12 keys into 8 slots: keys 0..7 fill the queue, keys 8..11 overwrite slots 0..3
     newest = torch.cat(batches)[-8:]  # keys 4..11: keys 4..7 sit in slots 4..7, keys 8..11 in slots 0..3
     expected = torch.cat([newest[4:], newest[:4]])
-    assert int(net.queue_ptr) == 12 % 8
-    assert torch.allclose(net.queue[0], _unit(expected), atol=1e-6)
-    assert torch.allclose(net.queue[1], -_unit(expected), atol=1e-6)
+    assert int(net.queues[0].ptr) == 12 % 8
+    assert torch.allclose(net.queues[0].features, _unit(expected), atol=1e-6)
+    assert torch.allclose(net.queues[1].features, -_unit(expected), atol=1e-6)
 
 
 def test_in_batch_negatives_when_queue_is_empty():
@@ -254,16 +253,14 @@ def test_in_batch_negatives_when_queue_is_empty():
     terms = m.training_loss(net, v1, v2)
     with torch.no_grad():
         z1, z2, k1, k2 = net.query(v1), net.query(v2), net.key(v1), net.key(v2)
-    from clusterbench.methods.cueco import infonce
-
-    expected = (infonce(z1, k2, None, m.params.temperature) + infonce(z2, k1, None, m.params.temperature)) / 2
+    expected = (info_nce(z1, k2, None, m.params.temperature) + info_nce(z2, k1, None, m.params.temperature)) / 2
     assert terms["loss_contrast"].item() == pytest.approx(expected.item(), rel=1e-5)
     key_before = [p.clone() for p in net.key.parameters()]
     with torch.no_grad():
         for q in net.query.parameters():
             q.add_(1.0)
     m.after_step(net, 0.0, {k: v.detach() for k, v in terms.items()})  # nothing to enqueue
-    assert net.queue.shape == (2, 0, 16) and int(net.queue_ptr) == 0
+    assert all(q.features.shape == (0, 16) and int(q.ptr) == 0 for q in net.queues)
     assert all(torch.allclose(new, 0.5 * old + 0.5 * q) for old, new, q in
                zip(key_before, net.key.parameters(), net.query.parameters()))
 
@@ -273,7 +270,7 @@ def test_defaults_and_presets():
     assert (p.backbone, p.small_stem, p.image_size, p.batch_size) == ("resnet18", True, 0, 256)
     assert (p.lr, p.weight_decay, p.temperature, p.queue_size) == (0.3, 1e-4, 0.2, 32768)
     assert (p.momentum_base, p.momentum_final) == (0.99, 0.999)  # solo-learn MoCo v2+ CIFAR
-    assert p.hard_assignment and p.warmup == 0.01
+    assert p.hard_assignment and p.warmup == 0.01 and p.head_refine_iters == 50
     fast = CueCo.resolve_params(preset="fast")
     assert (fast.backbone, fast.small_stem, fast.image_size, fast.batch_size) == ("resnet18", True, 0, 256)
     assert fast.warmup == 0.1
@@ -293,3 +290,54 @@ def test_reported_results_hook():
     assert rows["cifar10"]["metrics"] == {"accuracy": pytest.approx(0.914)}
     assert rows["cifar100"]["metrics"]["accuracy"] == pytest.approx(0.6856)
     assert rows["imagenet100"]["metrics"]["accuracy"] == pytest.approx(0.7865)
+
+
+# ---- the head after training -------------------------------------------------------------------
+def naive_lloyd(x, labels, k, iters):
+    """Lloyd's algorithm written out: means of the members, then nearest mean (no empty clusters here)."""
+    lab = list(labels)
+    for _ in range(iters + 1):
+        centres = []
+        for c in range(k):
+            members = [x[i] for i in range(len(x)) if lab[i] == c]
+            centres.append(torch.stack(members).double().mean(0))
+        new = [min(range(k), key=lambda c: float(((x[i].double() - centres[c]) ** 2).sum())) for i in range(len(x))]
+        if new == lab:
+            break
+        lab = new
+    return torch.stack(centres)
+
+
+def test_lloyd_refine_matches_hand_computation_and_fixes_a_bad_start():
+    g = torch.Generator().manual_seed(0)
+    blobs = torch.cat([torch.randn(10, 2, generator=g) * 0.2 + torch.tensor(c) for c in ([0.0, 0.0], [4.0, 0.0], [0.0, 4.0])])
+    truth = torch.arange(3).repeat_interleave(10)
+    start = truth.clone()
+    start[[0, 1, 10, 11, 20]] = torch.tensor([1, 2, 0, 2, 1])  # five of thirty in the wrong cluster
+    centres = lloyd_refine(blobs, start, 3, 10)
+    assert torch.allclose(centres.double(), naive_lloyd(blobs, start.tolist(), 3, 10), atol=1e-5)
+    assert torch.equal(torch.cdist(blobs, centres).argmin(1), truth)
+    # zero steps: the means of the starting partition
+    assert torch.allclose(lloyd_refine(blobs, start, 3, 0)[0], blobs[start == 0].mean(0), atol=1e-6)
+
+
+def test_lloyd_refine_refills_an_empty_cluster():
+    x = torch.tensor([[0.0], [0.1], [5.0], [5.1]])
+    centres = lloyd_refine(x, torch.zeros(4, dtype=torch.long), 2, 5)  # everything starts in cluster 0
+    assert torch.isfinite(centres).all()
+    assert set(torch.cdist(x, centres).argmin(1).tolist()) == {0, 1}
+
+
+def test_refined_head_is_nearest_refined_centre_and_unrefined_head_the_centroids():
+    m, net = _tiny()
+    x = torch.rand(5, 3, 8, 8)
+    net.eval()
+    with torch.no_grad():
+        learned = net.centroid_scores(net.query(x))
+        assert torch.equal(m.cluster_logits(net, x), learned)  # before refine_head
+        net.head_centres.copy_(torch.randn_like(net.head_centres))
+        net.head_refined.fill_(True)
+        feats = m.embed(net, x)
+        got = m.cluster_logits(net, x)
+    assert torch.equal(got.argmax(1), torch.cdist(feats, net.head_centres).argmin(1))
+    assert torch.allclose(got, -torch.cdist(feats, net.head_centres).pow(2), atol=1e-4)

@@ -402,9 +402,9 @@ def test_plugins_register_every_dataset():
             for cls in ep.load().clusterbench_datasets():
                 assert issubclass(cls, Dataset) and cls.description and "split" in cls.option_names()
                 names[cls.name] = cls
-    assert set(names) == {"npz", "imagefolder", "cifar10", "cifar100-20", "stl10", "mnist", "fashion-mnist",
-                          "imagenet10", "imagenet-dogs", "tiny-imagenet"}
+    assert set(names) == {"npz", "imagefolder", "cifar10", "cifar100", "cifar100-20", "stl10", "mnist",
+                          "fashion-mnist", "imagenet10", "imagenet-dogs", "imagenet100", "tiny-imagenet"}
     assert {n: names[n].n_classes for n in ("cifar10", "cifar100-20", "stl10", "mnist", "tiny-imagenet")} == \
         {"cifar10": 10, "cifar100-20": 20, "stl10": 10, "mnist": 10, "tiny-imagenet": 200}
     assert {n for n, c in names.items() if "download" in c.option_names()} == \
-        {"cifar10", "cifar100-20", "stl10", "mnist", "fashion-mnist"}
+        {"cifar10", "cifar100", "cifar100-20", "stl10", "mnist", "fashion-mnist"}

@@ -191,10 +191,11 @@ def test_hook_returning_a_non_plugin_class(returned, fragment):
         return returned
 
     mod.clusterbench_methods = clusterbench_methods
-    with pytest.raises(PluginError) as info:
-        quiet_registry([("badplug", mod)])
-    assert fragment in str(info.value)
-    assert "badplug" in str(info.value)
+    reg = quiet_registry([("badplug", mod)])  # skipped with a warning; every other plugin still loads
+    assert "kmeans" in reg.methods
+    reasons = [v for k, v in reg.failed.items() if "badplug" in k]
+    assert reasons and all(fragment in r or "not a Method subclass" in r for r in reasons), reasons
+    assert any(fragment in r for r in reasons)
 
 
 def test_dataset_returned_as_a_method_is_rejected():
@@ -205,8 +206,8 @@ def test_dataset_returned_as_a_method_is_rejected():
         def load(self):
             raise NotImplementedError
 
-    with pytest.raises(PluginError, match="not a Method subclass"):
-        quiet_registry([("mix", plugin_module("mix", [D]))])
+    reg = quiet_registry([("mix", plugin_module("mix", [D]))])
+    assert "dd" not in reg.methods and any("not a Method subclass" in v for v in reg.failed.values())
 
 
 def test_a_bare_class_instead_of_a_list_is_accepted():
@@ -224,8 +225,8 @@ def test_a_bare_class_instead_of_a_list_is_accepted():
 def test_method_without_a_name():
     cls = make_method("x")
     cls.name = ""
-    with pytest.raises(PluginError, match="has no `name`"):
-        quiet_registry([("noname", plugin_module("noname", [cls]))])
+    reg = quiet_registry([("noname", plugin_module("noname", [cls]))])
+    assert any("has no `name`" in v for v in reg.failed.values())
 
 
 def test_hook_returning_none_is_fine():

@@ -104,7 +104,11 @@ def test_builtin_methods_declare_their_provenance(capsys):
                    "cueco": "reconstruction", "kmeans": "paper-text", "kmeans-pca": "paper-text"}
     assert all(reg.methods[n].provenance_note for n in got)
     assert main(["info", "tcc"]) == 0
-    assert "\nprovenance: reconstruction (no paper method section" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "\nprovenance: reconstruction (paper body unreadable; preset paper follows the first author's" in out
+    assert "ymcidence/OperationVerdandi@f70a1cc util/config.py:12" in out  # a default with its file:line
+    assert main(["info", "cueco"]) == 0
+    assert "\nprovenance: reconstruction (abstract only (no method section, no code)" in capsys.readouterr().out
     assert main(["list", "methods"]) == 0
     out = capsys.readouterr().out
     assert "provenance" in out.splitlines()[1]

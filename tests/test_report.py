@@ -119,7 +119,8 @@ def report(capsys, plugin: Path, results: Path, *args: str) -> tuple[int, str, s
 
 
 def table_rows(markdown: str, dataset: str) -> list[dict[str, str]]:
-    section = markdown.split(f"### {dataset}\n", 1)[1].split("\n### ", 1)[0]
+    # the leaderboard only: up to the next dataset or the tables under it (#### ...)
+    section = markdown.split(f"### {dataset}\n", 1)[1].split("\n### ", 1)[0].split("\n#### ", 1)[0]
     lines = [ln for ln in section.splitlines() if ln.startswith("|")]
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     return [dict(zip(header, (c.strip() for c in ln.strip("|").split("|")))) for ln in lines[2:]]
@@ -192,8 +193,9 @@ def test_latex_with_paper_rows(store, capsys):
     line = next(ln for ln in out.splitlines() if ln.startswith(r"\textit{curvy (reported)}"))
     assert r"\textit{0.990 ($\Delta$ " in line and line.endswith(r"\\")
     assert r"{\footnotesize [1] Doe et al., Curvy, 2099, Table 1}" in out
-    body = [ln for ln in out.splitlines() if ln.endswith(r"\\") and "&" in ln]
-    assert len({ln.count("&") for ln in body}) == 1  # every row has every column
+    for table in out.split(r"\end{table}")[:-1]:  # the leaderboard and the tables under it
+        body = [ln for ln in table.splitlines() if ln.endswith(r"\\") and "&" in ln]
+        assert len({ln.count("&") for ln in body}) == 1  # every row has every column
     assert out.count(r"\textbf{") >= 3 and "±" not in out and "Δ" not in out
 
 

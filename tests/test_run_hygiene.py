@@ -166,7 +166,7 @@ def test_resumed_run_starts_without_stale_temp_files(tmp_path):
     for name in TEMP_NAMES:
         (d / name).write_bytes(b"half")
     assert cell().status == "done"
-    assert _Resumable.seen == [".lock", "checkpoint.pt"]  # resumed: the checkpoint stays, the debris is gone
+    assert _Resumable.seen == [".lock", "attempts.json", "checkpoint.pt"]  # resumed: the checkpoint stays, the debris is gone
     assert not [p for p in d.iterdir() if p.name.endswith(".tmp")]
 
 

@@ -7,15 +7,23 @@ import math
 import pytest
 import torch
 
+from clusterbench import FeatureQueue, gumbel_softmax, simplex_centres
 from clusterbench.methods.tcc import (
     TCC,
     cluster_contrastive_loss,
+    cluster_queue_contrast,
     cluster_representations,
-    gumbel_softmax_sample,
+    dec_sharpening_loss,
     instance_elbo_loss,
     marginal_kl_to_uniform,
+    perturbed_queue,
     tcc_loss,
+    verdandi_loss,
+    verdandi_terms,
+    weighted_cluster_means,
 )
+
+gumbel_softmax_sample = gumbel_softmax
 
 
 def naive_nt_xent(a: torch.Tensor, b: torch.Tensor, t: float) -> float:
@@ -164,7 +172,8 @@ def test_total_loss_is_the_weighted_sum_of_the_three_terms():
 
 # ---- the model ---------------------------------------------------------------------------------------
 def _small(**over):
-    return TCC(TCC.resolve_params({"backbone": "resnet18", "small_stem": True, "image_size": 0, **over}))
+    return TCC(TCC.resolve_params({"backbone": "resnet18", "small_stem": True, "image_size": 0, **over},
+                                  preset="abstract-fast"))
 
 
 @pytest.fixture(scope="module")
@@ -238,17 +247,38 @@ def test_aggregating_with_hard_samples_still_trains_end_to_end(net):
 
 # ---- defaults, presets, hooks -----------------------------------------------------------------------
 def test_defaults_and_presets():
-    p = TCC.Params()
+    p = TCC.Params()  # = paper = verdandi: the first author's code (util/config.py, train_moco.py, model/moco.py)
+    assert p.formulation == "verdandi"
     assert (p.backbone, p.small_stem, p.image_size, p.batch_size, p.lr, p.weight_decay) == \
-        ("resnet34", False, 224, 256, 3e-4, 0.0)
-    assert (p.tau_instance, p.tau_cluster, p.tau_gumbel, p.gumbel_hard, p.entropy_weight, p.feature_dim) == \
-        (0.5, 1.0, 1.0, False, 1.0, 128)
+        ("resnet34", True, 0, 384, 1e-3, 0.0)
+    assert (p.tau_instance, p.tau_cluster, p.tau_gumbel, p.gumbel_noise_steps, p.feature_dim) == \
+        (1.0, 1.0, 0.3, 100000, 128)
+    assert (p.momentum, p.instance_queue, p.cluster_queue_per_k, p.queue_noise_std, p.dec_weight) == \
+        (0.999, 16384, 20, 0.1, 0.1)
+    assert (p.lr_decay_epochs, p.lr_decay, p.symmetric, p.entropy_weight) == ("120,160", 0.95, False, 0.0)
+    assert TCC.resolve_params(preset="paper") == p == TCC.resolve_params(preset="verdandi")
+    for f in TCC.param_fields():  # every verdandi default cites the code, file:line
+        if f.name not in ("gumbel_hard", "aggregate_samples", "jitter_strength", "blur"):
+            assert f.metadata["source"], f.name
     fast = TCC.resolve_params(preset="fast")
-    assert (fast.backbone, fast.small_stem, fast.image_size, fast.batch_size) == ("resnet18", True, 0, 256)
-    assert TCC.resolve_params(preset="paper") == p
-    spec = TCC(p).augmentation(None)
+    assert (fast.formulation, fast.backbone, fast.small_stem, fast.image_size, fast.batch_size) == \
+        ("verdandi", "resnet18", True, 0, 384)
+    assert (fast.symmetric, fast.momentum, fast.tau_instance, fast.entropy_weight) == (True, 0.99, 0.2, 1.0)
+    old = TCC.resolve_params(preset="abstract")
+    assert (old.formulation, old.backbone, old.image_size, old.batch_size, old.lr, old.tau_instance) == \
+        ("abstract", "resnet34", 224, 256, 3e-4, 0.5)
+    spec = TCC(p).augmentation(None)  # util/moco_aug.py: crop area 0.2-1, jitter 0.4 x4 always, grey 0.2
+    assert spec.crop_scale == (0.2, 1.0)
+    assert (spec.brightness, spec.contrast, spec.saturation, spec.hue) == pytest.approx((0.4, 0.4, 0.4, 0.4))
+    assert (spec.jitter_p, spec.grayscale_p, spec.blur_p) == (1.0, 0.2, 0.0)
+    spec = TCC(old).augmentation(None)
     assert (spec.brightness, spec.contrast, spec.saturation, spec.hue) == pytest.approx((0.4, 0.4, 0.4, 0.1))
     assert (spec.jitter_p, spec.grayscale_p, spec.blur_p) == (0.8, 0.2, 0.0)
+
+
+def test_the_provenance_line_names_what_it_rests_on():
+    assert TCC.provenance == "reconstruction"
+    assert "OperationVerdandi@f70a1cc" in TCC.provenance_note and "abstract" in TCC.provenance_note
 
 
 def test_reported_results_hook():
@@ -261,3 +291,155 @@ def test_reported_results_hook():
     for r in rows:
         assert r["method"] == "tcc" and r["protocol"] == "head" and "Never Cluster Alone" in r["citation"]
         assert r["metrics"] and all(0.0 < v <= 1.0 for v in r["metrics"].values())
+
+
+# ---- formulation "verdandi": each term against loops ------------------------------------------------
+def test_simplex_centres_are_unit_with_equal_negative_cosines():
+    c = simplex_centres(5, 8).double()
+    gram = c @ c.t()
+    assert torch.allclose(gram.diagonal(), torch.ones(5, dtype=torch.float64), atol=1e-6)
+    off = gram[~torch.eye(5, dtype=torch.bool)]
+    assert torch.allclose(off, torch.full_like(off, -1 / 4), atol=1e-6)
+    assert torch.allclose(simplex_centres(4, 3).double().sum(0), torch.zeros(3, dtype=torch.float64), atol=1e-6)
+    with pytest.raises(ValueError):
+        simplex_centres(6, 3)
+
+
+def test_gumbel_noise_scale_zero_is_the_tempered_softmax():
+    logits, g = _rand(30, 4, 3), _rand(31, 4, 3)
+    assert torch.allclose(gumbel_softmax(logits, 0.3, g, noise_scale=torch.tensor(0.0)), (logits / 0.3).softmax(1))
+    assert torch.allclose(gumbel_softmax(logits, 0.3, g, noise_scale=torch.tensor(1.0)),
+                          ((logits + g) / 0.3).softmax(1))
+
+
+def test_weighted_cluster_means_match_loops():
+    a = _rand(32, 6, 3).softmax(1)
+    f = _unit(_rand(33, 6, 4))
+    got = weighted_cluster_means(a, f)
+    for k in range(3):
+        v = sum(float(a[i, k]) * f[i].double() for i in range(6)) / (sum(float(a[i, k]) for i in range(6)) + 1e-8)
+        assert torch.allclose(got[k].double(), v / v.norm(), atol=1e-6)
+
+
+def test_perturbed_queue_is_twice_the_queue_plus_noise_normalised():
+    q, n = _unit(_rand(34, 6, 4)), _rand(35, 6, 4)
+    got = perturbed_queue(q, 0.1, n)
+    want = 2 * q + 0.1 * n
+    assert torch.allclose(got, want / want.norm(dim=1, keepdim=True), atol=1e-6)
+
+
+def naive_cluster_queue_contrast(query, key, queue, t):
+    """Row k: positive key[k]; candidates the other query rows, every key row and the queue rows of other clusters."""
+    k = len(query)
+    query, key, queue = (_unit(x.double()) for x in (query, key, queue))
+    total = 0.0
+    for i in range(k):
+        cands = [float(query[i] @ query[j]) / t for j in range(k) if j != i]
+        cands += [float(query[i] @ key[j]) / t for j in range(k)]
+        cands += [float(query[i] @ queue[j]) / t for j in range(len(queue)) if j % k != i]
+        total += -float(query[i] @ key[i]) / t + math.log(sum(math.exp(c) for c in cands))
+    return total / k
+
+
+def test_cluster_queue_contrast_matches_loops_and_needs_a_multiple_of_k():
+    query, key, queue = _rand(36, 3, 5), _rand(37, 3, 5), _rand(38, 6, 5)
+    for t in (1.0, 0.5):
+        assert cluster_queue_contrast(query, key, queue, t).item() == pytest.approx(
+            naive_cluster_queue_contrast(query, key, queue, t), rel=1e-5)
+    with pytest.raises(ValueError):
+        cluster_queue_contrast(query, key, queue[:5], 1.0)
+
+
+def test_dec_sharpening_loss_matches_loops():
+    q = _rand(39, 5, 3).softmax(1)
+    n, k = q.shape
+    freq = [sum(float(q[i, c]) for i in range(n)) for c in range(k)]
+    total = 0.0
+    for i in range(n):
+        w = [float(q[i, c]) ** 2 / freq[c] for c in range(k)]
+        p = [x / sum(w) for x in w]
+        total += sum(p[c] * math.log(p[c] / float(q[i, c])) for c in range(k))
+    assert dec_sharpening_loss(q).item() == pytest.approx(total / n, rel=1e-4)
+    assert dec_sharpening_loss(torch.full((4, 3), 1 / 3)).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_verdandi_terms_and_total_against_the_pieces():
+    from clusterbench import info_nce, neg_entropy_of_mean
+
+    f, g = _unit(_rand(40, 6, 4)), _unit(_rand(41, 6, 4))
+    c = simplex_centres(3, 4)
+    s, t = f @ c.t(), g @ c.t()
+    qn, qk = _unit(_rand(42, 8, 4)), _unit(_rand(43, 6, 4))
+    n1, n2, n3 = _rand(44, 6, 3), _rand(45, 6, 3), _rand(46, 6, 4)
+    d = verdandi_terms(f, s, g, t, qn, qk, tau_instance=0.2, tau_cluster=1.0, tau_gumbel=0.3, noise_scale=1.0,
+                       queue_noise_std=0.1, noises=(n1, n2, n3))
+    query = weighted_cluster_means(((s + n1) / 0.3).softmax(1), f)
+    key = weighted_cluster_means(((t + n2) / 0.3).softmax(1), g)
+    assert d["loss_instance"].item() == pytest.approx(info_nce(f, g, qn, 0.2).item(), rel=1e-6)
+    assert d["loss_cluster"].item() == pytest.approx(
+        naive_cluster_queue_contrast(query, key, perturbed_queue(qk, 0.1, n3), 1.0), rel=1e-5)
+    assert d["loss_dec"].item() == pytest.approx(dec_sharpening_loss(s.softmax(1)).item(), rel=1e-6)
+    assert d["loss_balance"].item() == pytest.approx(neg_entropy_of_mean((s / 0.3).softmax(1)).item(), abs=1e-6)
+    assert torch.allclose(d["cluster_keys"], key) and torch.equal(d["instance_keys"], g)
+    total = verdandi_loss([d, d], dec_weight=0.1, entropy_weight=0.5)["loss"]
+    assert total.item() == pytest.approx((d["loss_instance"] + d["loss_cluster"] + 0.1 * d["loss_dec"]
+                                          + 0.5 * d["loss_balance"]).item(), rel=1e-6)
+
+
+def test_cluster_queue_keeps_each_entry_on_its_cluster():
+    q = FeatureQueue(6, 2)  # 3 past batches of K = 2 cluster representations
+    for step in range(5):
+        q.push(torch.tensor([[1.0, step], [-1.0, step]]))
+        assert int(q.ptr) == (2 * (step + 1)) % 6
+    assert (q.features[0::2, 0] > 0).all() and (q.features[1::2, 0] < 0).all()  # entry j holds cluster j mod 2
+
+
+def _verdandi(**over):
+    p = {"backbone": "resnet18", "feature_dim": 8, "instance_queue": 16, "cluster_queue_per_k": 2, **over}
+    return TCC(TCC.resolve_params(p))
+
+
+def test_verdandi_step_trains_online_only_and_after_step_updates_twin_queues_and_noise():
+    torch.manual_seed(0)
+    m = _verdandi(momentum=0.5, gumbel_noise_steps=1, symmetric=True, queue_noise_std=0.0)
+    net = m.build_model(3, 8, 3)
+    assert not any(p.requires_grad for p in net.momentum.parameters()) and net.online.centres.requires_grad
+    x1, x2 = torch.rand(4, 3, 8, 8), torch.rand(4, 3, 8, 8)
+    with torch.no_grad():  # step 0 < gumbel_noise_steps: the Gumbel noise makes two evaluations differ
+        noisy = [m.training_loss(net, x1, x2)["loss_cluster"].item() for _ in range(2)]
+    assert noisy[0] != pytest.approx(noisy[1], rel=1e-6)
+    terms = m.training_loss(net, x1, x2)
+    terms["loss"].backward()
+    assert net.online.centres.grad.abs().sum() > 0 and net.online.fc.weight.grad.abs().sum() > 0
+    assert terms["instance_keys"].shape == (8, 8) and terms["cluster_keys"].shape == (6, 8)
+    before = [p.clone() for p in net.momentum.parameters()]
+    m.after_step(net, 0.0, {k: v.detach() for k, v in terms.items()})
+    for old, new, src in zip(before, net.momentum.parameters(), net.online.parameters()):
+        assert torch.allclose(new, 0.5 * old + 0.5 * src, atol=1e-6)
+    assert int(net.steps) == 1 and int(net.instance_queue.ptr) == 8 and int(net.cluster_queue.ptr) == 0
+    assert torch.allclose(net.cluster_queue.features, _unit(terms["cluster_keys"].detach()), atol=1e-6)
+    # from step gumbel_noise_steps on the noise is off: two evaluations agree
+    with torch.no_grad():
+        quiet = [m.training_loss(net, x1, x2)["loss_cluster"].item() for _ in range(2)]
+    assert quiet[0] == pytest.approx(quiet[1], rel=1e-6)
+    # prediction: cosines to the centres of the online encoder, no noise
+    net.eval()
+    with torch.no_grad():
+        f, s = net.online(x1)
+        assert torch.equal(m.cluster_logits(net, x1), s) and m.embed(net, x1).shape == (4, 512)
+
+
+def test_lr_schedule_is_piecewise_constant_in_epochs():
+    m = _verdandi(lr_decay_epochs="2,3", lr_decay=0.5)
+    m._steps_per_epoch = 10
+    for steps, factor in ((0, 1.0), (20, 1.0), (21, 0.5), (30, 0.5), (31, 0.25), (1000, 0.25)):
+        m._steps_done = steps
+        assert m.lr_factor(0.0) == factor
+    assert _verdandi(lr_decay_epochs="").lr_factor(0.9) == 1.0
+
+
+def test_an_unknown_formulation_is_a_config_error():
+    from clusterbench import ConfigError
+
+    with pytest.raises(ConfigError, match="formulation"):
+        _verdandi(formulation="other")

@@ -246,11 +246,13 @@ def test_defaults_are_the_official_ones():
     assert enc.blocks[0].attn.num_heads == 12 and enc.blocks[0].mlp.fc1.out_features == 1536
     assert enc.norm.eps == 1e-6 and enc.blocks[0].attn.qkv.bias is not None
     assert net.cluster_projector[0].out_features == 1536
-    spec = augment_policy(m, None)
-    assert spec.crop_scale == (0.08, 1.0) and (spec.brightness, spec.contrast, spec.saturation, spec.hue) == \
-        (0.4, 0.4, 0.2, 0.1)
-    assert (spec.jitter_p, spec.grayscale_p, spec.blur_p, spec.solarize_p) == (0.8, 0.2, 1.0, 0.1)
-    assert spec.mean == (0.485, 0.456, 0.406) and spec.std == (0.229, 0.224, 0.225)
+    view1, view2 = augment_policy(m, None)  # one spec per view, as official transform.py:22-43
+    for spec in (view1, view2):
+        assert spec.crop_scale == (0.08, 1.0) and (spec.brightness, spec.contrast, spec.saturation, spec.hue) == \
+            (0.4, 0.4, 0.2, 0.1)
+        assert (spec.jitter_p, spec.grayscale_p, spec.blur_p) == (0.8, 0.2, 1.0)
+        assert spec.mean == (0.485, 0.456, 0.406) and spec.std == (0.229, 0.224, 0.225)
+    assert (view1.solarize_p, view2.solarize_p) == (0.0, 0.2)  # only the second view is solarised (:39)
 
 
 def test_fast_preset_is_a_small_vit_at_the_datasets_size():
@@ -277,7 +279,7 @@ def test_the_input_normalisation_is_the_class_attribute_and_a_policy_may_not_con
 
     m = tiny()
     assert (VTCC.input_mean, VTCC.input_std) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-    assert m.augmentation(None).mean is None  # the policy leaves it to the class
+    assert all(v.mean is None for v in m.augmentation(None))  # the policy leaves it to the class
 
     class Contradicting(VTCC):
         def augmentation(self, data):
@@ -285,3 +287,25 @@ def test_the_input_normalisation_is_the_class_attribute_and_a_policy_may_not_con
 
     with pytest.raises(PluginError, match="input_mean/input_std"):
         augment_policy(Contradicting(m.params), None)
+
+
+def test_fast_preset_is_the_small_data_vit_recipe():
+    from clusterbench.methods.vtcc import VTCC
+
+    fast = VTCC.resolve_params(preset="fast")
+    assert (fast.depth, fast.image_size, fast.batch_size, fast.blur_p) == (6, 0, 256, 0.0)
+    assert (fast.adamw, fast.weight_decay, fast.warmup, fast.lr) == (True, 0.05, 0.1, 5e-4)
+    m = VTCC(VTCC.resolve_params({"embed_dim": 32, "num_heads": 2, "depth": 1}, preset="fast"))
+    net = m.build_model(3, 16, 4)
+    opt = m.configure_optimizer(net)
+    assert isinstance(opt, torch.optim.AdamW)
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert all(w.ndim > 1 for w in decay["params"]) and all(w.ndim <= 1 or w.shape[1] == 1 for w in no_decay["params"])
+    names = {id(w): n for n, w in net.named_parameters()}
+    assert any(names[id(w)].endswith("cls_token") for w in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(net.parameters()))
+    # linear warm-up over the first 10%, then cosine to 0
+    assert [round(m.lr_factor(p), 6) for p in (0.0, 0.05, 0.1, 0.55, 1.0)] == [0.0, 0.5, 1.0, 0.5, 0.0]
+    paper = VTCC(VTCC.resolve_params(preset="paper"))
+    assert type(paper.configure_optimizer(net)) is torch.optim.Adam and paper.lr_factor(0.3) == 1.0

@@ -30,7 +30,7 @@ from clusterbench.bench.pil import float32_mode, pil_loader
 from clusterbench.bench.steppers import BenchStep
 from clusterbench.bench.timing import Timing, log, profile_steps, timed
 from clusterbench.settings import EngineSettings
-from clusterbench.train.augment import AugmentSpec, GPUAugment
+from clusterbench.train.augment import AugmentPolicy, GPUAugment, view_specs
 from clusterbench.train.deep import DeepMethod, augment_policy
 from clusterbench.train.inference import Trained
 
@@ -87,7 +87,7 @@ class _Rig:
     data: ImageData
     settings: EngineSettings
     device: torch.device
-    spec: AugmentSpec
+    spec: AugmentPolicy
     size: int
     bs: int
     model: torch.nn.Module
@@ -218,8 +218,9 @@ def bench_inference(method: DeepMethod, model: torch.nn.Module, data: ImageData,
     """Images/s of feature extraction over the whole array (the ``kmeans``/``linear`` protocols' cost)."""
     device = torch.device(settings.device)
     spec = augment_policy(method, data)
-    trained = Trained(model.to(device), device, settings.precision, method.model_input_size(data), spec.mean,
-                      spec.std, method.eval_batch_size)
+    first = view_specs(spec)[0]  # every view normalises alike
+    trained = Trained(model.to(device), device, settings.precision, method.model_input_size(data), first.mean,
+                      first.std, method.eval_batch_size)
     x_dev = torch.from_numpy(data.x).to(device)
     trained.apply(method.embed, x_dev[:2048])  # warm-up: cuDNN algorithms, allocator
     t = timed(lambda: trained.apply(method.embed, x_dev), 1, 1, device)

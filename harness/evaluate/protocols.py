@@ -51,44 +51,60 @@ def check_protocols(method: type[Method], requested: list[str] | None) -> list[s
 
 
 def run_protocols(method: Method, data: ImageData, protocols: list[str], seed: int,
-                  probe: LinearProbe | None = None) -> tuple[dict[str, dict[str, Any]], np.ndarray, float]:
+                  probe: LinearProbe | None = None, errors: dict[str, BaseException] | None = None,
+                  ) -> tuple[dict[str, dict[str, Any]], np.ndarray, float]:
     """Score a fitted method.  Returns per-protocol metrics, the primary labels (None when
     only linear protocols ran) and the inference throughput (images/s of the method's own
-    predict/features calls).  ``probe``: the SGD linear probe's settings."""
+    predict/features calls).  ``probe``: the SGD linear probe's settings.
+
+    ``errors``: when given, a protocol that raises (a missing package, out of memory in
+    feature extraction, a degenerate probe) is put there and the others still run, so what
+    training earned is kept; without it the first error propagates."""
     results: dict[str, dict[str, Any]] = {}
-    primary_labels: np.ndarray | None = None
-    infer_seconds, infer_images = 0.0, 0
-    feats: np.ndarray | None = None
+    state: dict[str, Any] = {"labels": None, "feats": None, "seconds": 0.0, "images": 0}
     for proto in protocols:
-        if proto == "linear":
-            results["linear"] = sgd_probe(method, data, probe or LinearProbe(), derived_seed(seed, "linear"))
-            continue
-        if proto == "head":
+        try:
+            _run_protocol(method, data, proto, seed, probe, results, state)
+        except Exception as exc:
+            if errors is None:
+                raise
+            errors[proto] = exc
+    seconds, images = state["seconds"], state["images"]
+    infer_ips = images / seconds if seconds > 0 and not method.transductive else None
+    return results, state["labels"], infer_ips
+
+
+def _run_protocol(method: Method, data: ImageData, proto: str, seed: int, probe: LinearProbe | None,
+                  results: dict[str, dict[str, Any]], state: dict[str, Any]) -> None:
+    """One protocol into ``results``; ``state`` carries the features, the primary labels and the
+    inference clock from one protocol to the next."""
+    if proto == "linear":
+        results["linear"] = sgd_probe(method, data, probe or LinearProbe(), derived_seed(seed, "linear"))
+        return
+    if proto == "head":
+        t = time.perf_counter()
+        labels = np.asarray(method.predict(data))
+        state["seconds"] += time.perf_counter() - t
+        state["images"] += len(data)
+        _check_labels(labels, len(data), method.name)
+        results["head"] = evaluate(data.y, labels)
+    else:
+        if state["feats"] is None:
             t = time.perf_counter()
-            labels = np.asarray(method.predict(data))
-            infer_seconds += time.perf_counter() - t
-            infer_images += len(data)
-            _check_labels(labels, len(data), method.name)
-            results["head"] = evaluate(data.y, labels)
-        else:
+            feats = method.features(data)
+            state["seconds"] += time.perf_counter() - t
+            state["images"] += len(data)
             if feats is None:
-                t = time.perf_counter()
-                feats = method.features(data)
-                infer_seconds += time.perf_counter() - t
-                infer_images += len(data)
-                if feats is None:
-                    raise ConfigError(f"method {method.name!r} provides no features for the {proto!r} protocol")
-                feats = np.asarray(feats, dtype=np.float32)
-            if proto == "kmeans":
-                labels = kmeans(feats, data.n_classes, seed=derived_seed(seed, "protocol-kmeans"))
-                results["kmeans"] = evaluate(data.y, labels)
-            elif proto == "linear-logreg":
-                results[proto] = logreg_probe(feats, data, derived_seed(seed, "linear"))
-                continue
-        if primary_labels is None:
-            primary_labels = labels
-    infer_ips = infer_images / infer_seconds if infer_seconds > 0 and not method.transductive else None
-    return results, primary_labels, infer_ips
+                raise ConfigError(f"method {method.name!r} provides no features for the {proto!r} protocol")
+            state["feats"] = np.asarray(feats, dtype=np.float32)
+        if proto == "kmeans":
+            labels = kmeans(state["feats"], data.n_classes, seed=derived_seed(seed, "protocol-kmeans"))
+            results["kmeans"] = evaluate(data.y, labels)
+        elif proto == "linear-logreg":
+            results[proto] = logreg_probe(state["feats"], data, derived_seed(seed, "linear"))
+            return
+    if state["labels"] is None:
+        state["labels"] = labels
 
 
 def _check_labels(labels: np.ndarray, n: int, method: str) -> None:

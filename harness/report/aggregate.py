@@ -23,7 +23,7 @@ METRICS = [  # (record key, column title, higher is better)
     ("linear_logreg", "Linear acc (logreg)", True),
 ]
 LINEAR = {"linear": "linear", "linear-logreg": "linear_logreg"}  # record protocol -> frame column
-COSTS = [
+COSTS = [  # the clock itself (train s, setup s) is in the cost-per-cell table (report/costs.py)
     ("train_images_per_s", "Train img/s"),
     ("eval_images_per_s", "Eval img/s"),
     ("wall_seconds", "Wall s"),
@@ -114,7 +114,8 @@ def label_runs(done: Sequence[dict[str, Any]]) -> RunLabels:
 
 
 def finished(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [rec for rec in records if rec.get("status") == "done"]
+    """Runs whose numbers enter tables: done, and partial (their protocols that succeeded)."""
+    return [rec for rec in records if rec.get("status") in ("done", "partial")]
 
 
 def records_to_frame(records: Iterable[dict[str, Any]], labels: RunLabels | None = None) -> pd.DataFrame:
@@ -184,4 +185,8 @@ def failed_runs(records: Iterable[dict[str, Any]]) -> list[str]:
                 if isinstance(rec.get("error"), dict) else "no reason recorded"
             out.append(f"{rec.get('method_spec', rec['method'])} on {rec['dataset']['name']} seed {rec['seed']}: "
                        f"{reason} ({rec['run_id']})")
+        elif rec.get("status") == "partial":  # in the tables with the protocols that succeeded
+            for proto, why in (rec.get("protocol_errors") or {}).items():
+                out.append(f"{rec.get('method_spec', rec['method'])} on {rec['dataset']['name']} seed "
+                           f"{rec['seed']}: protocol {proto} failed: {why} ({rec['run_id']})")
     return out

@@ -10,6 +10,7 @@ import html as _html
 import time
 from typing import TYPE_CHECKING, Sequence
 
+from clusterbench.report.costs import Extra
 from clusterbench.report.leaderboard import Leaderboard, Table
 
 if TYPE_CHECKING:
@@ -23,12 +24,15 @@ table{border-collapse:collapse;font-size:.85em;margin:.5em 0 1em}
 caption{caption-side:top;text-align:left;font-size:.95em;color:#444;padding:.3em 0}
 th,td{padding:.25em .6em;border-bottom:1px solid #e4e4e4;text-align:right;white-space:nowrap}
 th{border-bottom:2px solid #999}td.t,th.t{text-align:left}
+td.t{white-space:normal;overflow-wrap:anywhere;min-width:6em;max-width:24em}
+.wide{overflow-x:auto;max-width:100%}
 tr.reported td{color:#555;font-style:italic;background:#f6f6f2}
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
 figcaption{font-size:.85em;color:#555}.notes{color:#8a4b00}.failed{color:#a00}
 .meta{color:#666;font-size:.85em}
 """
 TEXT_COLUMNS = {"Method", "Protocol", "Budget", "Source"}  # left-aligned; the rest are numbers
+EXTRA_TEXT = {"Method", "Budget", "Cell", "Device"}
 
 
 def html_table(table: Table) -> str:
@@ -52,8 +56,20 @@ def html_table(table: Table) -> str:
             f"[{i}] {e(c)}" for i, c in enumerate(table.citations, 1)) + "</p>"
     if table.notes:
         cites += '<p class="meta provenance">' + "<br>".join(e(n) for n in table.notes) + "</p>"
-    return (f"<table><caption>{e(table.caption)}</caption><thead><tr>{head}</tr></thead>"
-            f"<tbody>{''.join(body)}</tbody></table>{cites}")
+    return (f'<div class="wide"><table><caption>{e(table.caption)}</caption><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table></div>{cites}" + "".join(_extra_table(x) for x in table.extras))
+
+
+def _extra_table(x: Extra) -> str:
+    """A table under the leaderboard (equal GPU time, cost per cell): plain cells, its note as caption."""
+    e = _html.escape
+    cols = list(x.frame.columns)
+    head = "".join(f'<th class="t">{e(c)}</th>' if c in EXTRA_TEXT else f"<th>{e(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f'<td class="t">{e(str(v))}</td>' if c in EXTRA_TEXT else f"<td>{e(str(v))}</td>"
+                                    for c, v in zip(cols, row)) + "</tr>"
+                   for row in x.frame.itertuples(index=False))
+    return (f'<div class="wide"><table><caption>{e(x.title)}: {e(x.note)}</caption><thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table></div>")
 
 
 def _figures(f: DatasetFigures) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from clusterbench.report.costs import Extra
 from clusterbench.report.leaderboard import Table
 
 _LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "{": r"\{", "}": r"\}",
@@ -45,7 +46,21 @@ def latex_table(table: Table) -> str:
     if table.notes:
         lines.append(r"\par\smallskip{\footnotesize " + " ".join(latex_escape(n) for n in table.notes) + "}")
     lines += [r"\end{table}", ""]
+    for x in table.extras:
+        lines += _extra_table(table.dataset, x)
     return "\n".join(lines)
+
+
+def _extra_table(dataset: str, x: Extra) -> list[str]:
+    """A table under the leaderboard (equal GPU time, cost per cell) as its own float."""
+    cols = list(x.frame.columns)
+    n_text = sum(c in ("Method", "Budget", "Cell", "Device") for c in cols)
+    return [r"\begin{table}[t]", r"\centering",
+            rf"\caption{{{latex_escape(x.title)} on {latex_escape(dataset)} ({latex_escape(x.note)})}}",
+            r"\begin{tabular}{" + "l" * n_text + "r" * (len(cols) - n_text) + "}", r"\toprule",
+            " & ".join(latex_escape(c) for c in cols) + r" \\", r"\midrule",
+            *(" & ".join(latex_escape(str(v)) for v in row) + r" \\" for row in x.frame.itertuples(index=False)),
+            r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
 
 
 def failed_note(failed: list[str]) -> str:

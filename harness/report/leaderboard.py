@@ -29,6 +29,7 @@ import pandas as pd
 from clusterbench.api import FAITHFUL
 from clusterbench.report.aggregate import (COSTS, METRICS, aggregate, failed_runs, finished, label_runs,
                                            records_to_frame)
+from clusterbench.report.costs import DEFAULT_MINUTES, Extra, extras_for
 from clusterbench.report.fmt import cost, mean_std
 
 __all__ = ["Leaderboard", "Table", "build_leaderboard", "build_tables", "reported_index", "base_method",
@@ -93,6 +94,7 @@ class Table:
     caption: str  # plain text (the evaluation protocol, the budget, what is marked)
     citations: list[str] = field(default_factory=list)  # [1], [2], ... of the reported rows
     notes: list[str] = field(default_factory=list)  # footnotes of the marks on method names (†, ‡)
+    extras: list[Extra] = field(default_factory=list)  # the tables under it: equal GPU time, cost per cell
 
 
 def _caption(sub: pd.DataFrame, has_reported: bool, linear: bool, dataset: str) -> str:
@@ -261,8 +263,10 @@ class Leaderboard:
 
 
 def build_leaderboard(records: Iterable[dict[str, Any]],
-                      reported: Sequence[dict[str, Any]] | None = None) -> Leaderboard:
-    """Label, aggregate and tabulate ``records`` once; ``reported``: paper numbers to show beside them."""
+                      reported: Sequence[dict[str, Any]] | None = None, *,
+                      equal_time: Sequence[float] = DEFAULT_MINUTES) -> Leaderboard:
+    """Label, aggregate and tabulate ``records`` once; ``reported``: paper numbers to show beside them;
+    ``equal_time``: the GPU-minute marks of the equal-time table under each leaderboard."""
     records = list(records)
     done = finished(records)
     labels = label_runs(done)
@@ -271,5 +275,9 @@ def build_leaderboard(records: Iterable[dict[str, Any]],
     paper = reported_index(reported) if reported is not None else None
     tables = build_tables(agg, paper) if not frame.empty else []
     paper_rows = _csv_paper_rows(agg, paper) if paper and not frame.empty else []
-    return Leaderboard(records, done, labels.dataset, labels.method, frame, agg, tables, failed_runs(records),
-                       paper, paper_rows)
+    board = Leaderboard(records, done, labels.dataset, labels.method, frame, agg, tables, failed_runs(records),
+                        paper, paper_rows)
+    by_dataset = board.runs_by_dataset()
+    for t in tables:
+        t.extras = extras_for(by_dataset.get(t.dataset, []), labels.method, equal_time)
+    return board

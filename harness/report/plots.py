@@ -96,7 +96,7 @@ def learning_curves(records: Sequence[dict[str, Any]], x: str = "epoch", *,
         for j, (seed, xs, acc, nmi) in enumerate(sorted(runs, key=lambda r: r[0])):
             kw = dict(color=color, lw=1.3, alpha=0.9, marker="o", ms=3)
             seeds = f"{len(runs)} seed{'s' if len(runs) > 1 else ''}"
-            ax_acc.plot(xs, acc, label=f"{name} ({seeds})" if j == 0 else None, **kw)
+            ax_acc.plot(xs, acc, label=_wrap(f"{name} ({seeds})", 45) if j == 0 else None, **kw)
             ax_nmi.plot(xs, nmi, **kw)
     for ax, metric, col in ((ax_acc, "ACC", 2), (ax_nmi, "NMI", 3)):
         ax.set_ylabel(metric)
@@ -109,7 +109,9 @@ def learning_curves(records: Sequence[dict[str, Any]], x: str = "epoch", *,
         values = [v for runs in series.values() for run in runs for v in run[col] if math.isfinite(v)]
         lo = min(values) if values else 0.0
         ax.set_ylim(max(0.0, min(lo, 1.0) - 0.05), 1.0)
-    ax_acc.legend(fontsize=8, loc="best")
+    # below both panels, never over the curves; long method specs wrap (constrained layout makes room)
+    fig.legend(*ax_acc.get_legend_handles_labels(), loc="outside lower center", ncol=min(3, len(series)),
+               fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=11)
     return to_png(fig)

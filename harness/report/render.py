@@ -68,6 +68,9 @@ def markdown_table(t: Table) -> str:
         text += "\n" + "\n".join(f"[{i}] {c}  " for i, c in enumerate(t.citations, 1)) + "\n"
     if t.notes:
         text += "\n" + "\n".join(f"{n}  " for n in t.notes) + "\n"
+    for x in t.extras:
+        text += f"\n#### {t.dataset}: {x.title.lower()}\n\n{x.note}\n\n" + x.frame.to_markdown(
+            index=False, disable_numparse=True) + "\n"
     return text
 
 

@@ -25,7 +25,16 @@ REQUIRED_KEYS = {
     "budget": dict,
     "params": dict,
 }
-STATUSES = ("done", "failed")
+STATUSES = ("done", "partial", "failed")  # partial: some protocols scored, the others failed (protocol_errors)
+
+
+#: the range of each metric a record may hold (ARI is at least -1, in practice above -0.5)
+METRIC_RANGES = {"acc": (0.0, 1.0), "nmi": (0.0, 1.0), "accuracy": (0.0, 1.0), "ari": (-1.0, 1.0)}
+
+
+def _number(value: Any) -> bool:
+    """An int or float, not a bool (``acc: true`` is a hand edit, not a score)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 #: protocol fields that are words, not numbers (the linear protocols': ``trained_on="train"``, ``probe``)
@@ -49,7 +58,7 @@ def validate_record(rec: Any, source: str) -> dict[str, Any]:
             raise RecordError(f"{source}: field {key!r} should be {typ.__name__}, got {type(rec[key]).__name__}")
     if rec["status"] not in STATUSES:
         raise RecordError(f"{source}: status {rec['status']!r} is not one of {STATUSES}")
-    if rec["status"] == "done":
+    if rec["status"] in ("done", "partial"):
         protocols = rec.get("protocols")
         if not isinstance(protocols, dict) or not protocols:
             raise RecordError(f"{source}: a finished record needs a non-empty 'protocols' object")
@@ -57,11 +66,16 @@ def validate_record(rec: Any, source: str) -> dict[str, Any]:
             if not isinstance(metrics, dict):
                 raise RecordError(f"{source}: protocols.{proto} should be an object")
             for name, value in metrics.items():
-                if value is not None and not isinstance(value, (int, float)) and not (
-                        name in TEXT_FIELDS and isinstance(value, str)):
+                if value is None:
+                    continue
+                if name in METRIC_RANGES:  # a score: a number (not true/false) in its range
+                    low, high = METRIC_RANGES[name]
+                    if not _number(value):
+                        raise RecordError(f"{source}: protocols.{proto}.{name} should be a number, got {value!r}")
+                    if not low <= value <= high:
+                        raise RecordError(f"{source}: protocols.{proto}.{name}={value} is outside [{low:g}, {high:g}]")
+                elif not isinstance(value, (int, float)) and not (name in TEXT_FIELDS and isinstance(value, str)):
                     raise RecordError(f"{source}: protocols.{proto}.{name} should be a number, got {value!r}")
-                if name in ("acc", "nmi", "accuracy") and isinstance(value, (int, float)) and not 0 <= value <= 1:
-                    raise RecordError(f"{source}: protocols.{proto}.{name}={value} is outside [0, 1]")
     if "dataset" in rec and "name" not in rec["dataset"]:
         raise RecordError(f"{source}: dataset.name is missing")
     _validate_optional(rec, source)
@@ -70,7 +84,7 @@ def validate_record(rec: Any, source: str) -> dict[str, Any]:
 
 OPTIONAL_KEYS = {  # fields reports read: absent or null is fine, another type is not
     "method_spec": str, "primary_protocol": str, "cost": dict, "env": dict, "engine": dict, "stats": dict,
-    "curve": list, "error": dict, "protocols_requested": list, "labels": dict,
+    "curve": list, "error": dict, "protocols_requested": list, "labels": dict, "protocol_errors": dict,
 }
 
 
@@ -85,18 +99,18 @@ def _validate_optional(rec: dict[str, Any], source: str) -> None:
         if ds.get(key) is not None and not isinstance(ds[key], typ):
             raise RecordError(f"{source}: dataset.{key} should be {typ.__name__}, got {type(ds[key]).__name__}")
     for key, value in rec["budget"].items():
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
+        if not _number(value):
             raise RecordError(f"{source}: budget.{key} should be a number, got {value!r}")
     for key, value in (rec.get("cost") or {}).items():
-        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+        if value is not None and not _number(value):
             raise RecordError(f"{source}: cost.{key} should be a number, got {value!r}")
     for i, point in enumerate(rec.get("curve") or []):
         if not isinstance(point, dict):
             raise RecordError(f"{source}: curve[{i}] should be an object, got {type(point).__name__}")
-        for name in ("acc", "nmi"):
-            v = point.get(name)
-            if v is not None and (not isinstance(v, (int, float)) or not 0 <= v <= 1):
-                raise RecordError(f"{source}: curve[{i}].{name}={v!r} is not a number in [0, 1]")
+        for name in ("acc", "nmi", "ari"):
+            v, (low, high) = point.get(name), METRIC_RANGES[name]
+            if v is not None and (not _number(v) or not low <= v <= high):
+                raise RecordError(f"{source}: curve[{i}].{name}={v!r} is not a number in [{low:g}, {high:g}]")
 
 
 def load_record(path: Path) -> dict[str, Any]:

@@ -92,7 +92,7 @@ class ResultsStore:
     def record_path(self, run_id: str) -> Path:
         return self.run_dir(run_id) / "record.json"
 
-    def finished(self, run_id: str) -> dict[str, Any] | None:
+    def finished(self, run_id: str, statuses: tuple[str, ...] = ("done",)) -> dict[str, Any] | None:
         """The record of a successfully finished run, or None (absent, failed, invalid, or its labels lost).
 
         A finished record that declares labels (``labels.sha256``) counts only while
@@ -105,7 +105,7 @@ class ResultsStore:
             rec = load_record(path)
         except RecordError:
             return None
-        if rec["status"] != "done" or not self._labels_match(run_id, rec):
+        if rec["status"] not in statuses or not self._labels_match(run_id, rec):
             return None
         return rec
 
@@ -188,7 +188,7 @@ class ResultsStore:
         if not d.is_dir():
             return []
         stale = [p for p in d.iterdir() if is_temp_file(p) and p.is_file()]
-        if (d / LABELS).exists() and self.finished(run_id) is None:
+        if (d / LABELS).exists() and self.finished(run_id, ("done", "partial")) is None:
             stale.append(d / LABELS)
         for p in stale:
             p.unlink(missing_ok=True)

@@ -17,10 +17,17 @@ distributions as the torchvision transforms the papers use:
     -> RandomApply([GaussianBlur(k, blur_sigma)], blur_p) -> RandomSolarize(0.5, solarize_p)
     -> optional Normalize(mean, std)
 
+A method may give one ``AugmentSpec`` per view (a tuple): VTCC solarises only its second
+view, BYOL-style recipes blur the views with different probabilities.  The views still go
+through one ``grid_sample`` and one pass of each kernel; only the per-sample parameters
+are drawn from each view's own spec (so the views must share the resampling mode and the
+normalisation).
+
 Differences from torchvision a user should know about:
 
-* The crop is resampled with ``grid_sample`` (bilinear, half-pixel centres, border
-  clamping), which does not antialias.  Upscaling a crop (the usual case: crops are
+* The crop is resampled with ``grid_sample`` (bilinear by default, or bicubic when the
+  spec says so, as solo-learn's recipes do; half-pixel centres, border clamping), which
+  does not antialias.  Upscaling a crop (the usual case: crops are
   smaller than the image, the image is about out_size) equals a bilinear resize of the
   integer crop box, except that pixels just outside the box (inside the image) enter the
   interpolation at its edge instead of being clamped.  Downscaling skips the low-pass
@@ -28,6 +35,12 @@ Differences from torchvision a user should know about:
   (store images near the model's input size).
 * The crop box is integer, as in ``RandomResizedCrop.get_params``; its 10 attempts are
   10 candidates drawn at once, the first valid one taken, else the same central fallback.
+* The Gaussian blur kernel is sized from sigma: radius 4 sigma_max (scipy's truncation;
+  the sampled kernel's std is then sigma to < 1% for sigma >= 1), and at least the ~10%
+  of the image SimCLR/CC use (23 taps at 224 px, CC's official cv2 kernel), as long as
+  the image allows (radius < size).  PIL's GaussianBlur (MoCo v3, VTCC, solo-learn)
+  does not truncate either; a fixed 10% kernel (3 taps at 32 px) would act like
+  sigma <= 0.8 whatever sigma was asked for.
 * ColorJitter's random op order is exact per sample (see ``augment_kernels.color_jitter``).
 * 1-channel images: saturation, hue and grayscale need colour and are skipped, as
   torchvision's tensor kernels do; brightness and contrast apply.  Images are not
@@ -51,7 +64,8 @@ import torch.nn.functional as F
 
 from clusterbench.train.augment_kernels import color_jitter, gaussian_blur, gray, normalize, per_sample
 
-__all__ = ["AugmentSpec", "GPUAugment", "eval_transform", "two_views", "blur_kernel_size"]
+__all__ = ["AugmentSpec", "AugmentPolicy", "GPUAugment", "eval_transform", "two_views", "blur_kernel_size",
+           "view_specs"]
 
 _N_TRIES = 10  # RandomResizedCrop's attempts before its central fallback
 
@@ -74,11 +88,27 @@ class AugmentSpec:
     solarize_p: float = 0.0                          # RandomSolarize(threshold=0.5 in [0,1] units)
     mean: tuple[float, ...] | None = None            # optional Normalize after augmentation
     std: tuple[float, ...] | None = None
+    interpolation: str = "bilinear"                  # RandomResizedCrop's resampling: bilinear | bicubic
 
 
-def blur_kernel_size(out_size: int) -> int:
-    """Gaussian kernel side: ~10% of the image, odd, at least 3 (SimCLR / CC's choice)."""
-    return max(3, int(0.1 * out_size) // 2 * 2 + 1)
+#: What a method's ``augmentation`` returns: one spec for both views, or one spec per view.
+AugmentPolicy = AugmentSpec | tuple[AugmentSpec, ...]
+
+INTERPOLATIONS = ("bilinear", "bicubic")
+BLUR_TRUNCATE = 4.0  # kernel radius in sigmas (scipy.ndimage.gaussian_filter's default)
+
+
+def view_specs(policy: AugmentPolicy) -> tuple[AugmentSpec, ...]:
+    """The policy as one spec per view (a single spec serves every view)."""
+    return (policy,) if isinstance(policy, AugmentSpec) else tuple(policy)
+
+
+def blur_kernel_size(out_size: int, sigma_max: float = 0.0) -> int:
+    """Gaussian kernel side: odd, radius >= 4 sigma_max and >= ~10% of the image (SimCLR / CC's
+    23 taps at 224 px), at least 3, and at most what reflect padding allows (radius < out_size)."""
+    ten_percent = max(3, int(0.1 * out_size) // 2 * 2 + 1)
+    from_sigma = 2 * math.ceil(BLUR_TRUNCATE * sigma_max) + 1
+    return max(3, min(max(ten_percent, from_sigma), 2 * (out_size - 1) + 1))
 
 
 # ---- parameter sampling ---------------------------------------------------------------------
@@ -144,8 +174,10 @@ def _sample_crops(u_area: torch.Tensor, u_logr: torch.Tensor, u_top: torch.Tenso
     return top, left, h, w
 
 
-def _draw_params(u: torch.Tensor, spec: AugmentSpec, height: int, width: int, channels: int) -> _Draws:
-    """Map the (N, 36) uniforms to every per-sample parameter of the policy."""
+def _draw_params(u: torch.Tensor, spec: AugmentSpec, height: int, width: int, channels: int,
+                 use_hue: bool | None = None) -> _Draws:
+    """Map the (N, 36) uniforms to every per-sample parameter of the policy (``use_hue``: whether
+    the op order includes hue; by default, whether this spec jitters hue)."""
     top, left, h, w = _sample_crops(u[:, _C_AREA], u[:, _C_LOGR], u[:, _C_TOP], u[:, _C_LEFT],
                                     height, width, spec.crop_scale, spec.crop_ratio)
     jit = u[:, _C_JIT] < spec.jitter_p
@@ -161,13 +193,41 @@ def _draw_params(u: torch.Tensor, spec: AugmentSpec, height: int, width: int, ch
     if channels == 1:  # saturation and hue need colour
         factors[:, 2:] = neutral[:, 2:]
     factors = torch.where(jit[:, None], factors, neutral)
-    use_hue = spec.hue > 0 and channels == 3
+    if use_hue is None:
+        use_hue = spec.hue > 0 and channels == 3
     keys = u[:, _C_ORDER] if use_hue else u[:, _C_ORDER][:, :3]
     order = keys.argsort(dim=1)  # uniform random permutation (ties have probability ~0)
     sigma = spec.blur_sigma[0] + (spec.blur_sigma[1] - spec.blur_sigma[0]) * u[:, _C_SIGMA]
     return _Draws(top, left, h, w, u[:, _C_FLIP] < spec.flip_p, factors, order,
                    u[:, _C_GRAY] < spec.grayscale_p, u[:, _C_BLUR] < spec.blur_p, sigma,
                    u[:, _C_SOL] < spec.solarize_p)
+
+
+def _draw_view_params(u: torch.Tensor, specs: tuple[AugmentSpec, ...], height: int, width: int,
+                      channels: int) -> _Draws:
+    """``_draw_params`` for view-major draws: each view's rows from its own spec (one spec: one call)."""
+    if len(set(specs)) == 1:
+        return _draw_params(u, specs[0], height, width, channels)
+    b = u.shape[0] // len(specs)
+    use_hue = channels == 3 and any(s.hue > 0 for s in specs)  # one op order for all views
+    parts = [_draw_params(u[v * b:(v + 1) * b], s, height, width, channels, use_hue) for v, s in enumerate(specs)]
+    return _Draws(*(torch.cat(column) for column in zip(*parts)))
+
+
+def _check_spec(spec: AugmentSpec) -> None:
+    for name in ("flip_p", "jitter_p", "grayscale_p", "blur_p", "solarize_p"):
+        if not 0.0 <= getattr(spec, name) <= 1.0:
+            raise ValueError(f"{name} must be a probability, got {getattr(spec, name)}")
+    if not 0.0 <= spec.hue <= 0.5:
+        raise ValueError(f"hue must be in [0, 0.5], got {spec.hue}")
+    if min(spec.brightness, spec.contrast, spec.saturation) < 0:
+        raise ValueError("brightness, contrast and saturation must be non-negative")
+    if not (0 < spec.crop_scale[0] <= spec.crop_scale[1] and 0 < spec.crop_ratio[0] <= spec.crop_ratio[1]):
+        raise ValueError(f"bad crop_scale {spec.crop_scale} or crop_ratio {spec.crop_ratio}")
+    if spec.blur_p > 0 and not 0 < spec.blur_sigma[0] <= spec.blur_sigma[1]:
+        raise ValueError(f"bad blur_sigma {spec.blur_sigma}")
+    if spec.interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {spec.interpolation!r}")
 
 
 def _crop_theta(top: torch.Tensor, left: torch.Tensor, h: torch.Tensor, w: torch.Tensor,
@@ -212,24 +272,23 @@ class GPUAugment(torch.nn.Module):
     compilation fails, it warns and falls back to eager.
     """
 
-    def __init__(self, spec: AugmentSpec, out_size: int, *, compile: bool = False) -> None:
+    def __init__(self, spec: AugmentPolicy, out_size: int, *, compile: bool = False) -> None:
         super().__init__()
         if out_size < 2:
             raise ValueError(f"out_size must be >= 2, got {out_size}")
-        for name in ("flip_p", "jitter_p", "grayscale_p", "blur_p", "solarize_p"):
-            if not 0.0 <= getattr(spec, name) <= 1.0:
-                raise ValueError(f"{name} must be a probability, got {getattr(spec, name)}")
-        if not 0.0 <= spec.hue <= 0.5:
-            raise ValueError(f"hue must be in [0, 0.5], got {spec.hue}")
-        if min(spec.brightness, spec.contrast, spec.saturation) < 0:
-            raise ValueError("brightness, contrast and saturation must be non-negative")
-        if not (0 < spec.crop_scale[0] <= spec.crop_scale[1] and 0 < spec.crop_ratio[0] <= spec.crop_ratio[1]):
-            raise ValueError(f"bad crop_scale {spec.crop_scale} or crop_ratio {spec.crop_ratio}")
-        if spec.blur_p > 0 and not 0 < spec.blur_sigma[0] <= spec.blur_sigma[1]:
-            raise ValueError(f"bad blur_sigma {spec.blur_sigma}")
-        self.spec = spec
+        self.specs = view_specs(spec)
+        if not self.specs:
+            raise ValueError("an augmentation policy needs at least one AugmentSpec")
+        for s in self.specs:
+            _check_spec(s)
+        first = self.specs[0]
+        if any((s.interpolation, s.mean, s.std) != (first.interpolation, first.mean, first.std) for s in self.specs):
+            raise ValueError("the views of one policy must share interpolation and mean/std (one grid_sample, "
+                             "one test-time transform)")
+        self.spec = first  # what every view shares (resampling, normalisation)
         self.out_size = int(out_size)
-        self.blur_kernel = blur_kernel_size(self.out_size)
+        sigma_max = max((s.blur_sigma[1] for s in self.specs if s.blur_p > 0), default=0.0)
+        self.blur_kernel = blur_kernel_size(self.out_size, sigma_max)
         self._use_compile = bool(compile)  # not ``self.compile``: that is nn.Module's method
         self._compiled_jitter = None
 
@@ -246,7 +305,18 @@ class GPUAugment(torch.nn.Module):
             return color_jitter(y, factors, order)
 
     def extra_repr(self) -> str:
-        return f"out_size={self.out_size}, spec={self.spec}"
+        return f"out_size={self.out_size}, specs={self.specs}"
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the colour jitter did run compiled (CUDA inputs, and the compiler worked)."""
+        return self._use_compile and self._compiled_jitter is not None
+
+    def describe(self) -> dict:
+        """What the record says of the policy: each view's spec and the blur kernel used."""
+        import dataclasses
+
+        return {"views": [dataclasses.asdict(s) for s in self.specs], "blur_kernel": self.blur_kernel}
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """x: uint8 (B, H, W, C) on any device, C in {1, 3}. Returns float32 (B, C, out, out),
@@ -256,35 +326,39 @@ class GPUAugment(torch.nn.Module):
     def views(self, x: torch.Tensor, n_views: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n_views`` independent views of the batch, view-major: (n_views * B, C, out, out).
 
-        One float conversion of the input and one ``grid_sample`` for all views: the views'
+        View v is drawn from ``specs[v]`` (a one-spec policy: every view from it).  One float conversion of the input and one ``grid_sample`` for all views: the views'
         sampling grids are stacked along the output height, so the input is not repeated.
         """
         _check_input(x)
         spec, out = self.spec, self.out_size
+        specs = self.specs if len(self.specs) == 1 else self.specs[:n_views]
+        if len(self.specs) > 1 and len(specs) != n_views:
+            raise ValueError(f"a policy of {len(self.specs)} views cannot make {n_views}")
         b, hh, ww, c = x.shape
         n = n_views * b
         dev = x.device
         gdev = generator.device if generator is not None else dev
         u = torch.rand(n, _N_RAND, generator=generator, device=gdev).to(dev, non_blocking=True)
-        p = _draw_params(u, spec, hh, ww, c)
+        p = _draw_view_params(u, specs if len(specs) > 1 else specs * n_views, hh, ww, c)
 
         # crop + flip: one grid_sample for the whole batch and all views
         theta = _crop_theta(p.top, p.left, p.height, p.width, p.flip, hh, ww)
         grid = F.affine_grid(theta, [n, c, out, out], align_corners=False)
         if n_views > 1:
             grid = grid.view(n_views, b, out, out, 2).transpose(0, 1).reshape(b, n_views * out, out, 2)
-        y = F.grid_sample(_to_float_nchw(x), grid, mode="bilinear", padding_mode="border", align_corners=False)
+        y = F.grid_sample(_to_float_nchw(x), grid, mode=spec.interpolation, padding_mode="border",
+                          align_corners=False)
         if n_views > 1:
             y = y.view(b, c, n_views, out, out).permute(2, 0, 1, 3, 4).reshape(n, c, out, out)
-        if spec.jitter_p > 0:  # every linear slot clamps to [0, 1]
+        if any(s.jitter_p > 0 for s in specs):  # every linear slot clamps to [0, 1]
             y = self._jitter(y, p.factors, p.order)
-        else:  # bilinear weights can overshoot 1 by an ulp
+        else:  # bilinear weights can overshoot 1 by an ulp, bicubic ones by more
             y = y.clamp_(0, 1)
-        if spec.grayscale_p > 0 and c == 3:
+        if c == 3 and any(s.grayscale_p > 0 for s in specs):
             y = torch.where(per_sample(p.gray), gray(y).expand(-1, 3, -1, -1), y)
-        if spec.blur_p > 0:
+        if any(s.blur_p > 0 for s in specs):
             y = torch.where(per_sample(p.blur), gaussian_blur(y, p.sigma, self.blur_kernel).clamp_(0, 1), y)
-        if spec.solarize_p > 0:  # threshold 0.5 for the chosen samples, unreachable 2 for the others
+        if any(s.solarize_p > 0 for s in specs):  # threshold 0.5 for the chosen samples, unreachable 2 for the others
             thr = torch.where(p.solarize, 0.5, 2.0)
             y = torch.where(y >= per_sample(thr), 1.0 - y, y)
         return normalize(y, spec.mean, spec.std)

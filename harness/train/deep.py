@@ -20,7 +20,7 @@ from torch import nn
 from clusterbench.api import ImageData, Method, TrainStats, param
 from clusterbench.context import RunContext
 from clusterbench.errors import PluginError
-from clusterbench.train.augment import AugmentSpec
+from clusterbench.train.augment import AugmentPolicy, AugmentSpec, view_specs
 from clusterbench.train.inference import Trained
 
 __all__ = ["DeepParams", "DeepMethod", "augment_policy"]
@@ -40,12 +40,18 @@ class DeepParams:
 
 #: the fields of DeepParams, which every deep method's Params must have
 ENGINE_FIELDS = tuple(f.name for f in dataclasses.fields(DeepParams))
+#: what the engine needs of them, whatever a method's own ``param`` says (checked up front:
+#: ``batch_size=0`` would otherwise be a bare ZeroDivisionError in the first step)
+ENGINE_LIMITS: dict[str, dict[str, float]] = {"batch_size": {"minimum": 1}, "lr": {"above": 0},
+                                              "weight_decay": {"minimum": 0}, "image_size": {"minimum": 0},
+                                              "n_clusters": {"minimum": 0}}
 
 
 class DeepMethod(Method):
     """Base for methods trained by the engine; ``Params`` subclasses :class:`DeepParams`."""
 
     deep = True
+    transductive = False  # predict runs the trained network: its inference throughput is measured
     protocols = ("head", "kmeans", "linear")
     #: The step may be replayed as a CUDA graph: ``training_loss`` has fixed shapes, no
     #: host sync and no Python state that changes from step to step (it runs once, at
@@ -73,6 +79,10 @@ class DeepMethod(Method):
             raise PluginError(f"deep method {cls.name!r}: `Params` lacks {', '.join(missing)} "
                               "(subclass clusterbench.DeepParams)")
 
+    @classmethod
+    def param_limits(cls) -> dict[str, dict[str, float]]:
+        return ENGINE_LIMITS
+
     # ---- what a method must say -----------------------------------------------------
     @abc.abstractmethod
     def build_model(self, in_chans: int, image_size: int, n_clusters: int) -> nn.Module:
@@ -93,8 +103,9 @@ class DeepMethod(Method):
     def embed(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """(B, D) features for the ``kmeans`` and ``linear`` protocols."""
 
-    def augmentation(self, data: ImageData) -> AugmentSpec:
-        """The two-view augmentation policy (default: SimCLR-style, as CC uses on CIFAR)."""
+    def augmentation(self, data: ImageData) -> AugmentPolicy:
+        """The two-view augmentation policy (default: SimCLR-style, as CC uses on CIFAR): one
+        ``AugmentSpec`` for both views, or a tuple of two, one per view (asymmetric recipes)."""
         return AugmentSpec()
 
     def configure_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
@@ -133,13 +144,19 @@ class DeepMethod(Method):
         return self._apply(data, lambda m, x: self.embed(m, x).float())
 
 
-def augment_policy(method: DeepMethod, data: ImageData | None) -> AugmentSpec:
-    """The method's augmentation with its input normalisation (``input_mean``/``input_std``).
+def augment_policy(method: DeepMethod, data: ImageData | None) -> AugmentPolicy:
+    """The method's augmentation (one spec, or one per view) with its input normalisation
+    (``input_mean``/``input_std``) in every view.
 
     The test-time transform normalises with the class attributes, so a policy that
     normalises differently would train and predict on different inputs: a PluginError.
     """
-    spec = method.augmentation(data)
+    policy = method.augmentation(data)
+    specs = tuple(_normalised(method, spec) for spec in view_specs(policy))
+    return specs[0] if isinstance(policy, AugmentSpec) else specs
+
+
+def _normalised(method: DeepMethod, spec: AugmentSpec) -> AugmentSpec:
     mean, std = method.input_mean, method.input_std
     if spec.mean is None and spec.std is None:
         return dataclasses.replace(spec, mean=mean, std=std)

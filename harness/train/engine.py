@@ -7,7 +7,16 @@ step), the learning curve (loss terms, throughput, cheap ACC/NMI) is logged, and
 checkpoint every epoch lets an interrupted run resume where it stopped.  The data order
 comes from one generator (checkpointed), the augmentations from another, reseeded from
 (seed, epoch, rank) at every epoch, so that under torchrun every rank cuts the same global
-batch and draws its own views (see :mod:`clusterbench.train.distributed`).  ``train`` returns
+batch and draws its own views (see :mod:`clusterbench.train.distributed`).
+
+The training clock (``train_seconds``, what a ``minutes=`` budget counts) starts after the
+one-off work: building the model, moving the data, and the warm-up steps in which
+``torch.compile`` compiles, cuDNN autotunes and the CUDA graph is captured (see
+:attr:`TrainStep.last_was_setup`).  Those warm-up steps are ordinary training steps (they
+count towards ``steps=``/``epochs=``, so a run is step for step the one it was before the
+clock was split), but their time is booked as ``setup_seconds``: under ``minutes=`` every
+method trains for the same time whatever its compile cost, at the price of at most a
+handful of untimed steps (one on the CPU, four with CUDA graphs).  ``train`` returns
 what it did: the :class:`~clusterbench.train.inference.Trained` model and the run's
 :class:`~clusterbench.api.TrainStats`.
 """
@@ -52,6 +61,7 @@ class EngineDetails:
     cuda_graphs: str          # "on" or "off: <why>"
     compiled_model: str       # "on" or "off: <why>"
     augment_compiled: bool
+    augmentation: dict[str, Any] | None = None  # each view's AugmentSpec and the blur kernel, as trained
     world_size: int = 1  # ranks training the cell (torchrun); batch_size is the global batch
     graph_warmup_seconds: float | None = None   # present only when a graph was captured
     graph_capture_seconds: float | None = None
@@ -67,7 +77,9 @@ class _State:
     epoch: int = 0
     step: int = 0
     images: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0        # the training clock
+    setup_seconds: float = 0.0  # one-off work, off the clock (of every attempt, when resumed)
+    setup_images: int = 0       # images of the warm-up steps (trained, timed as setup)
 
 
 @dataclass
@@ -92,7 +104,9 @@ class _Epoch:
     loss_sum: torch.Tensor
     terms_sum: dict[str, torch.Tensor] = field(default_factory=dict)
     steps: int = 0
+    setup_steps: int = 0   # warm-up steps among them, timed as setup
     stopped: bool = False  # the budget ran out inside the epoch
+    shown: float = 0.0  # host time the progress line was last updated inside the epoch
 
 
 class Engine:
@@ -116,8 +130,10 @@ class Engine:
         """Train until the budget is spent (resuming from a checkpoint if there is one)."""
         if self.ctx.budget.empty:
             raise ValueError("a deep method needs a budget (epochs=, steps=, images= or minutes=)")
+        t0 = time.perf_counter()
         run = self._setup()
         state = self._load(run) or _State()
+        state.setup_seconds += time.perf_counter() - t0
         resumed_from = state.epoch if state.step else None
         done = self._exhausted(state)
         while not done:
@@ -138,7 +154,7 @@ class Engine:
         gen.manual_seed(ctx.derived_seed("engine"))
         aug_gen = torch.Generator(device=self.device)
         x_dev = torch.from_numpy(data.x).to(self.device)  # uint8 on the device, once
-        trained = Trained(model, self.device, ctx.settings.precision, size, spec.mean, spec.std,
+        trained = Trained(model, self.device, ctx.settings.precision, size, aug.spec.mean, aug.spec.std,
                           method.eval_batch_size)
         return _Run(model, opt, stepper, aug, gen, aug_gen, x_dev, trained)
 
@@ -155,6 +171,7 @@ class Engine:
         """Steps over one shuffled pass, stopping early when the budget runs out."""
         sync(self.device)
         ep = _Epoch(t0=time.perf_counter(), loss_sum=torch.zeros((), device=self.device))
+        ep.shown = ep.t0
         perm = torch.randperm(len(self.data), generator=run.gen, device=self.device)
         run.aug_gen.manual_seed(self.dist.augment_seed(self.ctx.seed, s.epoch))
         bs, spe = self.batch_size, self.steps_per_epoch
@@ -168,11 +185,26 @@ class Engine:
             s.step += 1
             s.images += bs
             ep.steps += 1
+            if run.stepper.last_was_setup:
+                ep.t0 = self._book_setup(s, ep, bs)
             # the wall-clock budget needs the host clock; everything else is sync-free
-            if self._stop_now(s, seconds=s.seconds + (time.perf_counter() - ep.t0), epoch=s.epoch + (i + 1) / spe):
+            now = time.perf_counter()
+            if self._stop_now(s, seconds=s.seconds + (now - ep.t0), epoch=s.epoch + (i + 1) / spe):
                 ep.stopped = True
                 break
+            if now - ep.shown >= 1.0:  # a long epoch still moves the progress line (no device sync)
+                ep.shown = now
+                self.ctx.progress(self._progress(s), self._progress_text(s, ""))
         return ep
+
+    def _book_setup(self, s: _State, ep: _Epoch, images: int) -> float:
+        """Book a warm-up step's time (since ``ep.t0``) as setup; the new start of the clock."""
+        sync(self.device)  # once per warm-up step: the step's work is done before the clock restarts
+        now = time.perf_counter()
+        s.setup_seconds += now - ep.t0
+        s.setup_images += images
+        ep.setup_steps += 1
+        return now
 
     def _end_epoch(self, run: _Run, s: _State, ep: _Epoch) -> bool:
         """Book the epoch, log its curve point and checkpoint; True when training is done."""
@@ -187,10 +219,19 @@ class Engine:
             s.epoch += 1
         done = ep.stopped or self._exhausted(s)
         self.ctx.log_point(**self._curve_point(run, s, ep, mean_loss, complete, done))
-        self.ctx.progress(self._progress(s) if not done else 1.0, f"epoch {s.epoch} loss {mean_loss:.3f}")
-        if not done and complete:
-            self._maybe_checkpoint(run, s)
+        ips = ep.steps * self.batch_size / max(1e-9, time.perf_counter() - ep.t0)
+        self.ctx.progress(self._progress(s) if not done else 1.0, self._progress_text(s, f"loss {mean_loss:.3f} "
+                                                                                     f"{ips:,.0f} img/s"))
+        if complete or done:
+            self._maybe_checkpoint(run, s, final=done)
         return done
+
+    def _progress_text(self, s: _State, tail: str) -> str:
+        """``epoch 3/100 step 120 loss 4.321 21,000 img/s``: where the run is in its budget."""
+        b = self.ctx.budget
+        epochs = f"epoch {s.epoch}" + (f"/{b.epochs:g}" if b.epochs else "")
+        steps = f"step {s.step}" + (f"/{b.steps:g}" if b.steps else "")
+        return f"{epochs} {steps} {tail}".rstrip()
 
     def _curve_point(self, run: _Run, s: _State, ep: _Epoch, mean_loss: float, complete: bool,
                      done: bool) -> dict[str, Any]:
@@ -200,7 +241,7 @@ class Engine:
             "epoch": s.epoch if complete else s.epoch + ep.steps / self.steps_per_epoch,
             "step": s.step, "images": s.images, "train_seconds": round(s.seconds, 3), "loss": mean_loss,
             **{k: (v / n).item() for k, v in ep.terms_sum.items()},
-            "images_per_s": ep.steps * self.batch_size / max(1e-9, time.perf_counter() - ep.t0),
+            "images_per_s": (ep.steps - ep.setup_steps) * self.batch_size / max(1e-9, time.perf_counter() - ep.t0),
         }
         if done or (complete and s.epoch % self._eval_every() == 0):
             method = self.method
@@ -221,20 +262,24 @@ class Engine:
         return self.ctx.settings.eval_every or (max(1, int(epochs // 10)) if epochs else 10)
 
     def _stats(self, run: _Run, s: _State, resumed_from: int | None) -> TrainStats:
-        st, settings = run.stepper, self.ctx.settings
+        st = run.stepper
         details = EngineDetails(
             evaluated_step=s.step, batch_size=self.batch_size, views_per_image=2,
             steps_per_epoch=self.steps_per_epoch, input_size=self.input_size, n_clusters=self.n_clusters,
             cuda_graphs=st.graph_status, compiled_model=st.compile_status,
-            augment_compiled=settings.augment_compiled, world_size=self.dist.world_size, **st.graph_timings())
-        return TrainStats(train_seconds=s.seconds, images_seen=s.images, steps=s.step,
+            augment_compiled=run.aug.compiled, augmentation=run.aug.describe(),
+            world_size=self.dist.world_size, **st.graph_timings())
+        return TrainStats(train_seconds=s.seconds, images_seen=s.images, setup_seconds=round(s.setup_seconds, 3),
+                          setup_images=s.setup_images, steps=s.step,
                           epochs=s.step / self.steps_per_epoch, resumed_from_epoch=resumed_from,
                           details=details.as_dict())
 
     # ---- checkpoints ------------------------------------------------------------------
-    def _maybe_checkpoint(self, run: _Run, s: _State) -> None:
-        """After every ``checkpoint_every`` complete epochs (not after the last one); rank 0 writes it."""
-        if s.epoch % max(1, self.ctx.settings.checkpoint_every) or not self.dist.is_main:
+    def _maybe_checkpoint(self, run: _Run, s: _State, final: bool = False) -> None:
+        """After every ``checkpoint_every`` complete epochs, and once training is done: if a
+        protocol then fails (a ``partial`` record), a rerun evaluates from it without training
+        again.  Rank 0 writes it.  The runner removes it when the record is ``done``."""
+        if not self.dist.is_main or (not final and s.epoch % max(1, self.ctx.settings.checkpoint_every)):
             return
         buf = io.BytesIO()
         torch.save({"model": run.model.state_dict(), "optimizer": run.opt.state_dict(),

@@ -23,6 +23,26 @@ def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tenso
     return F.cross_entropy(sim, target)
 
 
+def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor | None, temperature: float) -> torch.Tensor:
+    """MoCo's InfoNCE: row i of ``q`` against its positive ``k[i]`` and the negatives.
+
+    Negatives are the rows of ``queue`` (Q, D) when it is given and non-empty, otherwise
+    the other rows of ``k`` (in-batch keys).  Rows are L2-normalised (cosines); ``k`` and
+    ``queue`` get no gradient from here only if the caller detaches them.
+    """
+    q = F.normalize(q.float(), dim=1)
+    k = F.normalize(k.float(), dim=1)
+    if queue is not None and queue.shape[0] > 0:
+        pos = (q * k).sum(1, keepdim=True)
+        neg = q @ F.normalize(queue.float(), dim=1).t()
+        logits = torch.cat([pos, neg], dim=1) / temperature
+        target = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
+    else:
+        logits = q @ k.t() / temperature
+        target = torch.arange(q.shape[0], device=q.device)
+    return F.cross_entropy(logits, target)
+
+
 def neg_entropy_of_mean(p: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """log K - H(mean assignment): 0 when clusters are used uniformly, log K when one takes all.
 

@@ -71,6 +71,11 @@ class TrainStep:
             self._make_optimizer_capturable()
         self._graphs: dict = {}
         self._idx: torch.Tensor | None = None
+        self._calls = 0
+        #: The last step was one-off work (the first call: compilation, cuDNN autotuning, lazy
+        #: initialisation; with CUDA graphs, every call until the graph replays: its eager
+        #: warm-up and the capture).  The engine books such steps as setup, off the clock.
+        self.last_was_setup = False
 
     # ---- CUDA graphs --------------------------------------------------------------------
     def _make_optimizer_capturable(self) -> None:
@@ -95,8 +100,13 @@ class TrainStep:
             self.use_graphs, self.graph_status = False, f"off: capture failed ({exc})"
             return None
 
+    def _replaying(self, key: str) -> bool:
+        """The graph ``key`` has been captured: its next call is a plain replay."""
+        captured = self._graphs.get(key)
+        return captured is not None and captured.graph is not None
+
     def graph_timings(self) -> dict[str, float]:
-        """Seconds spent warming up and capturing the graphs (one-off costs inside the budget)."""
+        """Seconds spent warming up and capturing the graphs (part of the run's setup, off the clock)."""
         g = self._graphs.values()
         return {"graph_warmup_seconds": round(sum(c.warmup_seconds for c in g), 3),
                 "graph_capture_seconds": round(sum(c.capture_seconds for c in g), 3)} if g else {}
@@ -152,8 +162,11 @@ class TrainStep:
         """lr schedule, then the step (replayed as graph ``graph_key`` when graphs are on and it
         captures, else ``eager()``), then the method's ``after_step`` with the step's outputs."""
         self.set_progress(progress)
+        graphed = graph_key is not None and self.use_graphs
+        self.last_was_setup = self._calls == 0 or (graphed and not self._replaying(graph_key))
+        self._calls += 1
         terms = None
-        if graph_key is not None and self.use_graphs:
+        if graphed:
             terms = self._graphed(graph_key, graph_body, generators)
         if terms is None:
             terms = eager()

@@ -1,0 +1,92 @@
+"""A grid's cells as plain data, and running them by key in any process.
+
+:func:`plan_cells` is what the launching process does once: plan the grid from its
+:class:`~clusterbench.launch.spec.GridSpec` (every check), load each dataset for its digest,
+and list every cell with its run id.  A worker (a pool process, a submitit task) re-plans the
+same grid from the same spec into a :class:`PlannedGrid` and runs cells by their
+:class:`~clusterbench.runner.CellKey` through :func:`clusterbench.runner.run_cell`, the same
+function the sequential runner uses, so records do not depend on where a cell ran.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from clusterbench.launch.heartbeat import beating
+from clusterbench.launch.spec import GridSpec
+from clusterbench.results.store import ResultsStore
+from clusterbench.runner import CellKey, CellOutcome, GridObserver, run_cell
+
+
+@dataclass(frozen=True)
+class PlannedCell:
+    """One cell of a planned grid: its position (grid order), key, label and run id."""
+
+    index: int
+    key: CellKey
+    label: str
+    run_id: str
+    method: str
+    dataset: str
+
+    def outcome(self, status: str, **fields: Any) -> CellOutcome:
+        return CellOutcome(self.method, self.dataset, self.key.seed, self.run_id, status, **fields)
+
+
+class GridStore(ResultsStore):
+    """A results store that stamps each record it writes with the grid file the grid came from."""
+
+    def __init__(self, root: str | Path, grid_source: dict[str, Any] | None = None) -> None:
+        super().__init__(root)
+        self.grid_source = grid_source
+
+    def write_record(self, run_id: str, record: dict[str, Any], labels: Any = None) -> Path:
+        if self.grid_source is not None:
+            record["grid"] = self.grid_source
+        return super().write_record(run_id, record, labels=labels)
+
+
+class PlannedGrid:
+    """One process's grid: planned once from the spec, each dataset loaded once, cells run by key."""
+
+    def __init__(self, spec: GridSpec, results: str | Path | None = None) -> None:
+        from clusterbench.cli import plan_run  # the one place run's flags become a grid
+
+        self.spec = spec
+        self.registry, self.grid, self.budget, self.settings = plan_run(spec.namespace())
+        self.store = GridStore(results, spec.source) if results is not None else None
+        self._data: dict[int, tuple[Any, str]] = {}
+
+    def dataset(self, index: int, reporter: GridObserver | None = None) -> tuple[Any, str]:
+        """The ``index``-th dataset's images and digest; one dataset is held at a time."""
+        if index not in self._data:
+            self._data = {index: self.grid.load(index, reporter)}
+        return self._data[index]
+
+    def cells(self, reporter: GridObserver | None = None) -> list[PlannedCell]:
+        """Every cell in grid order with its run id (each dataset is loaded for its digest)."""
+        out, seen = [], set()
+        for i, key in enumerate(self.grid.keys(self.spec.values["seeds"])):
+            label, cell = self.grid.cell(key, self.dataset(key.dataset, reporter)[1], self.budget, self.settings)
+            if cell.run_id in seen:  # two spellings of one cell (`cc cc[lr=0.0003]`): run once
+                continue
+            seen.add(cell.run_id)
+            out.append(PlannedCell(i, key, label, cell.run_id, type(cell.method).name, cell.dataset.name))
+        return out
+
+    def run(self, key: CellKey, *, force: bool = False,
+            progress: Callable[[float, str], None] = lambda frac, msg: None) -> CellOutcome:
+        """Run (or skip) the cell at ``key`` into this process's store, writing its heartbeat."""
+        assert self.store is not None, "a PlannedGrid without a results store only plans"
+        data, digest = self.dataset(key.dataset)
+        _, cell = self.grid.cell(key, digest, self.budget, self.settings)
+        return run_cell(self.registry, cell, data, self.store, force=force,
+                        progress=beating(self.store.run_dir(cell.run_id), progress))
+
+
+def plan_cells(spec: GridSpec, reporter: GridObserver | None = None) -> tuple[PlannedGrid, list[PlannedCell]]:
+    """The launching process's plan: every check, every cell and run id; nothing is written."""
+    planned = PlannedGrid(spec)
+    return planned, planned.cells(reporter)

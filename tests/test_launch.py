@@ -1,0 +1,186 @@
+"""Scaling out (issue 14): workers, submitit's local launcher, grid files, shards, merge, status.
+
+One small grid (k-means and CC's smoke preset for 2 steps on tiny synthetic data, plus a
+method that always fails, 2 seeds) is run once sequentially; every other way of running it
+must give the same records: same run ids, statuses, metrics and labels.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from pathlib import Path
+
+import pytest
+from helpers import error_lines, records_in, subprocess_env
+
+from clusterbench.cli import main
+
+BOOM = '''
+from dataclasses import dataclass
+from clusterbench import Method, hookimpl
+
+class Boom(Method):
+    name = "boom"
+    description = "always fails (tests)"
+    @dataclass(frozen=True)
+    class Params:
+        pass
+    def fit(self, data, ctx):
+        raise RuntimeError("boom on purpose")
+    def predict(self, data):
+        raise AssertionError
+
+@hookimpl
+def clusterbench_methods():
+    return [Boom]
+'''
+
+GRID = ["--methods", "kmeans", "cc[preset=smoke]", "boom", "--datasets", "synthetic[n=64,size=16]",
+        "--seeds", "0", "1", "--budget", "steps=2", "--device", "cpu"]
+
+
+def same_result(rec: dict) -> tuple:
+    """What must not depend on how a cell was run."""
+    return (rec["run_id"], rec["status"], rec.get("method_spec"), json.dumps(rec.get("protocols"), sort_keys=True),
+            (rec.get("labels") or {}).get("sha256"), (rec.get("error") or {}).get("reason"))
+
+
+def results_of(path: Path) -> list[tuple]:
+    return sorted(same_result(r) for r in records_in(path))
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """The environment worker processes inherit: these plugins only, one thread, a private cache."""
+    root = tmp_path_factory.mktemp("launch")
+    (root / "boom_plugin.py").write_text(BOOM)
+    saved = dict(os.environ)
+    os.environ.update(subprocess_env(keep=("kmeans", "cc", "synthetic", "digits"),
+                                     CLUSTERBENCH_CACHE=str(root / "cache")))
+    yield root
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def run(env: Path, *args: str) -> int:
+    os.environ["CLUSTERBENCH_DISABLE_PLUGINS"] = subprocess_env(keep=("kmeans", "cc", "synthetic", "digits"))[
+        "CLUSTERBENCH_DISABLE_PLUGINS"]  # the autouse fixture clears it per test
+    return main(["--plugin", str(env / "boom_plugin.py"), "run", *args, "--quiet"])
+
+
+@pytest.fixture(scope="module")
+def sequential(env):
+    assert run(env, *GRID, "--results", str(env / "seq")) == 1  # boom failed, the grid went on
+    res = results_of(env / "seq")
+    assert [r[1] for r in res].count("done") == 4 and [r[1] for r in res].count("failed") == 2
+    return res
+
+
+def test_two_workers_give_the_sequential_records(env, sequential, capsys):
+    assert run(env, *GRID, "--results", str(env / "w2"), "--workers", "2") == 1
+    assert results_of(env / "w2") == sequential
+    assert "2 run(s) failed" in capsys.readouterr().err
+
+
+def test_launcher_local_gives_the_sequential_records(env, sequential):
+    assert run(env, *GRID, "--results", str(env / "local"), "--launcher", "local") == 1
+    assert results_of(env / "local") == sequential
+    assert list((env / "local" / ".submitit").iterdir())  # it went through submitit
+
+
+def test_a_grid_file_is_the_command_line_and_is_recorded(env, sequential, tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("methods: [kmeans, {cc: {preset: smoke}}, boom]\ndatasets: ['synthetic[n=64,size=16]']\n"
+                    "seeds: [0, 1]\nbudget: {steps: 2}\nengine: {device: cpu}\n")
+    assert run(env, "--grid", str(grid), "--results", str(tmp_path / "g")) == 1
+    assert results_of(tmp_path / "g") == sequential
+    recs = records_in(tmp_path / "g")
+    assert all(r["grid"]["content"] == grid.read_text() and len(r["grid"]["sha256"]) == 64 for r in recs)
+    toml = tmp_path / "grid.toml"
+    toml.write_text('methods = ["kmeans"]\ndatasets = ["synthetic[n=64,size=16]"]\nseeds = [0]\n')
+    assert run(env, "--grid", str(toml), "--results", str(tmp_path / "g")) == 0  # finished: skipped
+
+
+def test_a_grid_file_and_the_same_flag_on_the_command_line_is_refused(env, tmp_path, capsys):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("methods: [kmeans]\nseeds: [0]\n")
+    assert run(env, "--grid", str(grid), "--seeds", "3", "--results", str(tmp_path / "r")) == 2
+    assert error_lines(capsys.readouterr().err) == [
+        f"clusterbench: error: --seeds is given both on the command line and in --grid {grid}; keep one"]
+    grid.write_text("methods: [kmeans]\nsedes: [0]\n")
+    assert run(env, "--grid", str(grid), "--results", str(tmp_path / "r")) == 2
+    assert "unknown key 'sedes'" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_shards_split_the_grid_and_merge_joins_them(env, sequential, tmp_path, capsys):
+    for i in (1, 2):
+        run(env, *GRID, "--results", str(tmp_path / f"s{i}"), "--shard", f"{i}/2")
+    one, two = results_of(tmp_path / "s1"), results_of(tmp_path / "s2")
+    assert len(one) == len(two) == 3 and not {r[0] for r in one} & {r[0] for r in two}
+    assert main(["merge", str(tmp_path / "s1"), str(tmp_path / "s2"), "-o", str(tmp_path / "all")]) == 0
+    assert results_of(tmp_path / "all") == sequential
+    # a copy of one run id with other metrics: refused, nothing written
+    rec_path = next((tmp_path / "s2").glob("runs/kmeans*/record.json"))
+    (tmp_path / "s3" / "runs" / rec_path.parent.name).mkdir(parents=True)
+    (tmp_path / "s3" / ".clusterbench-results").write_text((tmp_path / "s2" / ".clusterbench-results").read_text())
+    rec = json.loads(rec_path.read_text())
+    rec["protocols"]["head"]["nmi"] = rec["protocols"]["head"]["nmi"] / 2
+    (tmp_path / "s3" / "runs" / rec_path.parent.name / "record.json").write_text(json.dumps(rec))
+    (tmp_path / "s3" / "runs" / rec_path.parent.name / "labels.npy").write_bytes(
+        (rec_path.parent / "labels.npy").read_bytes())
+    capsys.readouterr()
+    assert main(["merge", str(tmp_path / "s2"), str(tmp_path / "s3"), "-o", str(tmp_path / "bad")]) == 2
+    assert error_lines(capsys.readouterr().err) == [
+        f"clusterbench: error: run {rec_path.parent.name} differs between {tmp_path / 's2'} and {tmp_path / 's3'} "
+        "(other metrics or labels); merge refused, nothing written"]
+    assert not (tmp_path / "bad").exists()
+
+
+def test_status_shows_each_cell_and_run_fills_in_what_is_missing(env, tmp_path, capsys):
+    grid = ["--methods", "kmeans", "boom", "--datasets", "synthetic[n=64,size=16]", "--seeds", "0", "1", "2"]
+    res = tmp_path / "r"
+    run(env, *grid[:-1], "--results", str(res), "--shard", "1/2")  # seeds 0 1: cells 0 and 2 of 6
+    capsys.readouterr()
+    assert main(["--plugin", str(env / "boom_plugin.py"), "status", *grid, "--results", str(res)]) == 0
+    out = capsys.readouterr().out
+    assert "6 cells: 1 finished, 0 running, 1 failed, 4 pending" in out, out
+    assert "boom on purpose" in out
+    # a cell another process holds (lock + heartbeat) is running, with its job and progress
+    pending = [ln.split()[-1] for ln in out.splitlines() if ln.startswith("pending")]
+    d = res / "runs" / pending[0]
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "heartbeat.json").write_text(json.dumps({"job": "123_4", "progress": 0.5, "message": "epoch 3"}))
+    with open(d / ".lock", "a+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert main(["--plugin", str(env / "boom_plugin.py"), "status", *grid, "--results", str(res)]) == 0
+        out = capsys.readouterr().out
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    assert "job 123_4: 50% epoch 3" in out and "1 running" in out
+    assert run(env, *grid, "--results", str(res)) == 1  # the rest; boom fails again
+    assert main(["--plugin", str(env / "boom_plugin.py"), "status", *grid, "--results", str(res)]) == 0
+    assert "6 cells: 3 finished, 0 running, 3 failed, 0 pending" in capsys.readouterr().out
+
+
+def test_bad_shard_and_gpus_are_one_line_errors(env, tmp_path, capsys):
+    for flags, msg in ((["--shard", "3/2"], "--shard 3/2: expected I/N with 1 <= I <= N, e.g. --shard 1/4"),
+                       (["--gpus", "0"], "--gpus 0: the run is on the CPU (--device cpu)"),
+                       (["--workers", "0"], "--workers 0: expected at least 1")):
+        assert run(env, "--methods", "kmeans", "--datasets", "synthetic[n=64,size=16]", "--device", "cpu",
+                   "--results", str(tmp_path / "r"), *flags) == 2
+        assert error_lines(capsys.readouterr().err) == [f"clusterbench: error: {msg}"]
+
+
+def test_run_grid_and_load_results(env, tmp_path):
+    import clusterbench
+    os.environ["CLUSTERBENCH_DISABLE_PLUGINS"] = subprocess_env(keep=("kmeans", "synthetic"))[
+        "CLUSTERBENCH_DISABLE_PLUGINS"]
+    result = clusterbench.run_grid(["kmeans"], ["synthetic[n=64,size=16]"], seeds=[0, 1], results=tmp_path)
+    assert [o.status for o in result.outcomes] == ["done", "done"]
+    df = clusterbench.load_results(tmp_path)
+    assert list(df["seed"]) == [0, 1] and set(df["protocol"]) == {"head"} and df["acc"].between(0, 1).all()
+    assert list(df["run_id"]) == sorted(o.run_id for o in result.outcomes)
+    with pytest.raises(clusterbench.ConfigError, match="unknown option 'sedes'"):
+        clusterbench.run_grid(["kmeans"], sedes=[0])

@@ -1,16 +1,16 @@
 """What each process of ``test_distributed`` runs: every deep method trained 2 steps by the engine,
 over W gloo ranks, and by one process on the same global batches (each rank runs some of these).
 
-Equality holds only where the random draws are the same, and by design they are not: each
-rank draws its own augmentations and in-model noise.  So the draws are fixed here: the
-augmentation is replaced by two deterministic views per image (distinct, so a swap of views
-or of rows would show), and ``Tensor.exponential_`` (TCC's Gumbel noise) returns ones (noise
-0).  What remains is what DDP must make equal: the data each step sees, the gathered loss,
+Equality holds only where the random draws are the same, and by design the augmentations are
+not: each rank draws its own.  So they are fixed here: two deterministic views per image
+(distinct, so a swap of views or of rows would show).  A loss's own draws (TCC's Gumbel and
+queue noise) need nothing: they are made on the gathered batch from the global generator,
+seeded alike on every rank, so they are one process's draws.  What remains is what DDP must make equal: the data each step sees, the gathered loss,
 the synced BatchNorm, the averaged gradients, the optimiser's update and the buffers a
 method updates after the step (CueCo's queue and momentum encoder).  In float64: a tiny
 BatchNorm'd ResNet amplifies float32 rounding so much that merely another BatchNorm formula,
-in one process, moves some convolutions' gradients by 10%.  A method that draws
-other in-model randomness makes this test fail: fix that draw here.
+in one process, moves some convolutions' gradients by 10%.  A method whose forward
+draws per image (dropout) makes this test fail: fix that draw here.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from unittest import mock
 import torch
 import torch.nn.functional as F
 
+from clusterbench.train.augment import GPUAugment
 from clusterbench.train.augment import eval_transform as inference_eval_transform
 
 BATCH = 16  # every smoke preset's batch: the global batch, 8 per rank
@@ -29,14 +30,8 @@ STEPS = 2   # CueCo's warmup gives lr 0 at the first step; the second one moves 
 SIZE = 8    # images of 8x8: the smallest every smoke model takes
 
 
-class FixedViews:
-    """Stands in for GPUAugment: view 1 = the image, view 2 = its mirror, dimmed; no randomness."""
-
-    def __init__(self, spec, out_size: int, compile: bool = False) -> None:
-        self.out_size = out_size
-
-    def to(self, device):
-        return self
+class FixedViews(GPUAugment):
+    """The engine's GPUAugment with its draws fixed: view 1 = the image, view 2 = its mirror, dimmed."""
 
     def views(self, x: torch.Tensor, n_views: int, generator=None) -> torch.Tensor:
         y = x.permute(0, 3, 1, 2).float() / 255
@@ -70,9 +65,8 @@ def train_two_steps(method_name: str, dist, run_dir: Path) -> dict:
     torch.manual_seed(0)  # the engine builds the same initial model
     ctx = RunContext(seed=0, budget=Budget(steps=STEPS), settings=EngineSettings(device="cpu"), run_dir=run_dir,
                      evaluate=lambda labels: evaluate(data.y, labels))
-    with mock.patch.object(engine, "GPUAugment", FixedViews), mock.patch.object(inference, "eval_transform",
-                                                                                 eval_in_default_dtype), \
-            mock.patch.object(torch.Tensor, "exponential_", lambda self, *a, **k: self.fill_(1.0)):
+    with mock.patch.object(engine, "GPUAugment", FixedViews), \
+            mock.patch.object(inference, "eval_transform", eval_in_default_dtype):
         trained, stats = engine.Engine(method, data.without_labels(), ctx, dist).train()
     model = trained.model
     return {"loss": ctx.curve[-1]["loss"], "init": init, "world_size": stats.details["world_size"],

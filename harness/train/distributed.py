@@ -19,11 +19,14 @@ that keeps the numbers independent of the number of ranks: the method's ``batch_
   where torch's needs a GPU, ``AllReduceBatchNorm``), so running statistics are the
   same on every rank and buffers need no broadcast (``broadcast_buffers=False``: a momentum
   queue is kept identical by enqueueing the gathered keys, not by copying rank 0's).
-* Randomness: each rank draws its own augmentations from the stream (seed, epoch, rank) and
-  its own in-model draws (Gumbel noise, dropout) from a global generator seeded by
-  (seed, rank); the views are therefore other draws from the same distributions than one
-  process would make, which is why a W-rank run equals a single run in distribution, and
-  step for step only when the draws are fixed (see ``tests/test_distributed.py``).
+* Randomness: each rank draws its own augmentations from the stream (seed, epoch, rank): other
+  draws from the same distributions than one process makes, so a W-rank run equals a single
+  run in distribution, and step for step only when the views are fixed (as
+  ``tests/test_distributed.py`` does).  The global generator is seeded alike on every rank,
+  and stays so: a loss's own draws (TCC's Gumbel noise and queue noise) are made on the
+  gathered global batch, so every rank draws what one process would, and the ranks' losses
+  stay identical.  (A forward that drew per image -- dropout -- would repeat one rank's
+  pattern on every rank; no built-in method does.)
 * Only rank 0 writes the record, labels and checkpoints (:mod:`clusterbench.runner`); the
   others train with it and wait.
 
@@ -125,14 +128,6 @@ class Distributed:
     def for_loss(self, step_model: Any, model: "nn.Module") -> Any:
         """What ``training_loss`` receives: the model itself, or a :class:`GatheredModel`."""
         return GatheredModel(step_model, model, self) if self.active else step_model
-
-    def seed_rank_rng(self, seed: int) -> None:
-        """Give each rank its own global generator (in-model draws: Gumbel noise, dropout); call it
-        after the model is built and synced (its initial weights come from rank 0)."""
-        if self.active:
-            import torch
-
-            torch.manual_seed(derived_seed(seed, "global-rng", f"rank{self.rank}"))
 
     # ---- collectives ----------------------------------------------------------------------------
     def gather(self, t: "torch.Tensor") -> "torch.Tensor":

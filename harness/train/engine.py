@@ -147,7 +147,6 @@ class Engine:
         model = self.dist.sync_batchnorm(method.build_model(data.channels, size, self.n_clusters)).to(self.device)
         opt = method.configure_optimizer(model)
         stepper = TrainStep(method, model, opt, ctx.settings, self.dist)
-        self.dist.seed_rank_rng(ctx.seed)
         spec = augment_policy(method, data)
         aug = GPUAugment(spec, size, compile=ctx.settings.augment_compiled).to(self.device)
         gen = torch.Generator(device=self.device)

@@ -65,6 +65,15 @@ def _engine_settings(args: argparse.Namespace) -> EngineSettings:
                           compile_augment=not args.no_compile_augment)
 
 
+def _join_torchrun(settings: EngineSettings) -> tuple[EngineSettings, bool]:
+    """Under ``torchrun --nproc-per-node N`` (N > 1): join the process group, train on this rank's
+    device (``cuda:LOCAL_RANK``); True on the rank that prints (rank 0, or a plain process)."""
+    from clusterbench.train.distributed import init_from_env
+
+    ranks, device = init_from_env(settings.device)
+    return dataclasses.replace(settings, device=device), ranks.is_main
+
+
 def _compile_default(flag: bool | None, device: str) -> bool:
     """``--compile``/``--no-compile`` as given; unset: compile on a GPU (it pays there), not on the CPU."""
     return device.startswith("cuda") if flag is None else flag
@@ -108,8 +117,12 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from clusterbench.progress import Reporter
     reg, grid, budget, settings = plan_run(args)
+    settings, main_rank = _join_torchrun(settings)
     store = ResultsStore(args.results)  # after every check: a typo writes nothing
-    result = grid.run(args.seeds, budget, store, settings, force=args.force, reporter=Reporter(quiet=args.quiet))
+    result = grid.run(args.seeds, budget, store, settings, force=args.force,
+                      reporter=Reporter(quiet=args.quiet or not main_rank))
+    if not main_rank:  # under torchrun rank 0 reports (and records) for every rank
+        return 0
     return report_run(result, store)
 
 

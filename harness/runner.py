@@ -5,6 +5,13 @@
 A cell whose record is already finished is skipped (resume after a crash or Ctrl-C);
 ``force`` reruns it.  A cell that raises (an exception, out of memory, divergence) is
 recorded as failed with the reason and the grid goes on.
+
+Under torchrun a deep cell is trained by every rank (:mod:`clusterbench.train.distributed`):
+rank 0 decides whether it runs (finished, busy), tells the others, and alone writes the
+record; the other ranks train with it (:func:`_follow_cell`) and write nothing.  An error
+every rank raises alike (a batch that does not split, divergence) is recorded as usual; any
+other exception stops the process, and torchrun stops the other ranks (the epoch checkpoint
+stays for the rerun).
 """
 
 from __future__ import annotations
@@ -14,14 +21,14 @@ import resource
 import time
 import traceback
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 from clusterbench.api import Dataset, ImageData, Method, TrainStats
 from clusterbench.attempts import AttemptClock
 from clusterbench.budget import Budget
 from clusterbench.cell import Cell
 from clusterbench.context import RunContext
-from clusterbench.errors import DataError, TrainingDiverged
+from clusterbench.errors import ClusterbenchError, DataError, TrainingDiverged
 from clusterbench.evaluate.linear import LINEAR_PROTOCOLS, LinearProbe, check_test_split
 from clusterbench.evaluate.metrics import evaluate
 from clusterbench.evaluate.protocols import check_protocols, run_protocols
@@ -31,6 +38,9 @@ from clusterbench.results.store import ResultsStore
 from clusterbench.seeding import seed_everything
 from clusterbench.settings import EngineSettings
 
+if TYPE_CHECKING:  # pragma: no cover
+    from clusterbench.train.distributed import Distributed
+
 
 @dataclass
 class CellOutcome:
@@ -38,7 +48,8 @@ class CellOutcome:
     dataset: str
     seed: int
     run_id: str
-    status: str  # done | partial (some protocols failed) | skipped | failed | busy
+    status: str  # done | partial (some protocols failed) | skipped | failed | busy | follower (a rank > 0
+                 # of a torchrun run: rank 0 records the cell)
     record: dict[str, Any] | None = None
     reason: str | None = None
 
@@ -84,17 +95,23 @@ def run_cell(registry: Registry, cell: Cell, data: ImageData, store: ResultsStor
     """Run (or skip) one cell and write its record: done, or failed with the reason."""
     rid = cell.run_id
     outcome = CellOutcome(type(cell.method).name, cell.dataset.name, cell.seed, rid, "done")
+    ranks = _ranks(cell)
+    if not ranks.is_main:
+        return _follow_cell(cell, data, store, ranks, outcome)
     if not force and (rec := store.finished(rid)) is not None:
-        return replace(outcome, status="skipped", record=rec)
+        return _not_run(ranks, replace(outcome, status="skipped", record=rec))
     with store.lock(rid) as got:
         if not got:
-            return replace(outcome, status="busy", reason="another process is running this cell")
+            return _not_run(ranks, replace(outcome, status="busy", reason="another process is running this cell"))
         if not force and (rec := store.finished(rid)) is not None:  # finished while we waited
-            return replace(outcome, status="skipped", record=rec)
+            return _not_run(ranks, replace(outcome, status="skipped", record=rec))
         store.clean_run_dir(rid)  # a killed attempt's temp files and orphan labels; the checkpoint stays
         if force:
             _drop_finished_checkpoint(store, rid)
         record = cell.record_header(data, registry.provider("method", outcome.method))
+        if cell.deep:
+            record["engine"]["world_size"] = ranks.world_size  # recorded, not part of the run id
+        ranks.broadcast_object(True)  # the other ranks start training this cell with us
         seed_everything(cell.seed)
         _reset_peak(cell.settings.device)
         seen = cell.fit_data(data)  # a linear cell's method never sees the test split
@@ -111,11 +128,42 @@ def run_cell(registry: Registry, cell: Cell, data: ImageData, store: ResultsStor
         except KeyboardInterrupt:
             raise
         except (Exception, SystemExit) as exc:  # the grid goes on; the record says why (sys.exit() in a plugin too)
+            if ranks.active and not isinstance(exc, ClusterbenchError):
+                raise  # the other ranks may wait in a collective: stop, and torchrun stops them
             fields, labels = _failure(exc), None
         finally:
             gc.collect()
         record.update(fields, curve=ctx.curve)
         return _finish(registry, cell, store, record, labels, outcome)
+
+
+def _ranks(cell: Cell) -> "Distributed":
+    """The ranks that train this cell: every torchrun rank for a deep cell, rank 0 alone otherwise."""
+    from clusterbench.train.distributed import SINGLE, current
+
+    return current() if cell.deep else SINGLE
+
+
+def _not_run(ranks: "Distributed", outcome: CellOutcome) -> CellOutcome:
+    ranks.broadcast_object(False)  # the other ranks skip it too
+    return outcome
+
+
+def _follow_cell(cell: Cell, data: ImageData, store: ResultsStore, ranks: "Distributed",
+                 outcome: CellOutcome) -> CellOutcome:
+    """A rank > 0: train the cell with rank 0 when rank 0 runs it; write nothing, score nothing."""
+    if ranks.broadcast_object(None):
+        seed_everything(cell.seed)
+        seen = cell.fit_data(data)
+        ctx = RunContext(seed=cell.seed, budget=cell.budget, settings=cell.settings,
+                         run_dir=store.run_dir(cell.run_id), evaluate=lambda labels: evaluate(seen.y, labels))
+        try:
+            cell.method.fit(seen.without_labels(), ctx)
+        except ClusterbenchError:
+            pass  # raised on every rank alike (a batch that does not split, divergence): rank 0 records it
+        finally:
+            gc.collect()
+    return replace(outcome, status="follower")
 
 
 def _drop_finished_checkpoint(store: ResultsStore, rid: str) -> None:

@@ -4,7 +4,10 @@ The dataset lives on the device as uint8; each step makes two augmented views pe
 there and runs the method's loss (see :class:`~clusterbench.train.step.TrainStep`).  The
 budget is checked every step, the loss is checked for NaN once per epoch (no host sync per
 step), the learning curve (loss terms, throughput, cheap ACC/NMI) is logged, and a
-checkpoint every epoch lets an interrupted run resume where it stopped.
+checkpoint every epoch lets an interrupted run resume where it stopped.  The data order
+comes from one generator (checkpointed), the augmentations from another, reseeded from
+(seed, epoch, rank) at every epoch, so that under torchrun every rank cuts the same global
+batch and draws its own views (see :mod:`clusterbench.train.distributed`).
 
 The training clock (``train_seconds``, what a ``minutes=`` budget counts) starts after the
 one-off work: building the model, moving the data, and the warm-up steps in which
@@ -38,6 +41,7 @@ from clusterbench.results.io import atomic_write_bytes
 from clusterbench.train.augment import GPUAugment
 from clusterbench.train.deep import DeepMethod, augment_policy
 from clusterbench.train.device import sync
+from clusterbench.train.distributed import Distributed, current
 from clusterbench.train.inference import Trained
 from clusterbench.train.step import TrainStep
 
@@ -58,6 +62,7 @@ class EngineDetails:
     compiled_model: str       # "on" or "off: <why>"
     augment_compiled: bool
     augmentation: dict[str, Any] | None = None  # each view's AugmentSpec and the blur kernel, as trained
+    world_size: int = 1  # ranks training the cell (torchrun); batch_size is the global batch
     graph_warmup_seconds: float | None = None   # present only when a graph was captured
     graph_capture_seconds: float | None = None
 
@@ -85,7 +90,8 @@ class _Run:
     opt: torch.optim.Optimizer
     stepper: TrainStep
     aug: GPUAugment
-    gen: torch.Generator
+    gen: torch.Generator      # the data order: the same on every rank
+    aug_gen: torch.Generator  # this rank's augmentations, reseeded every epoch
     x_dev: torch.Tensor
     trained: Trained
 
@@ -106,8 +112,9 @@ class _Epoch:
 class Engine:
     """Trains one DeepMethod on one dataset under the run's budget."""
 
-    def __init__(self, method: DeepMethod, data: ImageData, ctx: RunContext) -> None:
+    def __init__(self, method: DeepMethod, data: ImageData, ctx: RunContext, dist: Distributed | None = None) -> None:
         self.method, self.data, self.ctx = method, data, ctx
+        self.dist = dist or current()  # this process's rank; a single process outside torchrun
         self.device = torch.device(ctx.device)
         self.params = method.params
         n = len(data)
@@ -115,6 +122,7 @@ class Engine:
             raise ValueError("need at least 2 images to train")
         self.batch_size = min(int(self.params.batch_size), n)  # tiny datasets: one batch per epoch
         self.steps_per_epoch = n // self.batch_size  # drop_last, as the papers' loaders
+        self.dist.local_batch(self.batch_size)  # the global batch must split over the ranks
         self.n_clusters = self.params.n_clusters or data.n_classes
         self.input_size = method.model_input_size(data)
 
@@ -136,17 +144,18 @@ class Engine:
     # ---- setup ----------------------------------------------------------------------------
     def _setup(self) -> _Run:
         method, ctx, data, size = self.method, self.ctx, self.data, self.input_size
-        model = method.build_model(data.channels, size, self.n_clusters).to(self.device)
+        model = self.dist.sync_batchnorm(method.build_model(data.channels, size, self.n_clusters)).to(self.device)
         opt = method.configure_optimizer(model)
-        stepper = TrainStep(method, model, opt, ctx.settings)
+        stepper = TrainStep(method, model, opt, ctx.settings, self.dist)
         spec = augment_policy(method, data)
         aug = GPUAugment(spec, size, compile=ctx.settings.augment_compiled).to(self.device)
         gen = torch.Generator(device=self.device)
         gen.manual_seed(ctx.derived_seed("engine"))
+        aug_gen = torch.Generator(device=self.device)
         x_dev = torch.from_numpy(data.x).to(self.device)  # uint8 on the device, once
         trained = Trained(model, self.device, ctx.settings.precision, size, aug.spec.mean, aug.spec.std,
                           method.eval_batch_size)
-        return _Run(model, opt, stepper, aug, gen, x_dev, trained)
+        return _Run(model, opt, stepper, aug, gen, aug_gen, x_dev, trained)
 
     # ---- the loop -----------------------------------------------------------------------
     def _exhausted(self, s: _State, seconds: float | None = None, epoch: float | None = None) -> bool:
@@ -163,10 +172,11 @@ class Engine:
         ep = _Epoch(t0=time.perf_counter(), loss_sum=torch.zeros((), device=self.device))
         ep.shown = ep.t0
         perm = torch.randperm(len(self.data), generator=run.gen, device=self.device)
+        run.aug_gen.manual_seed(self.dist.augment_seed(self.ctx.seed, s.epoch))
         bs, spe = self.batch_size, self.steps_per_epoch
         for i in range(spe):
-            terms = run.stepper.step_on_indices(run.aug, run.x_dev, perm[i * bs:(i + 1) * bs], run.gen,
-                                                self._progress(s))
+            idx = self.dist.shard(perm[i * bs:(i + 1) * bs])  # this rank's slice of the global batch
+            terms = run.stepper.step_on_indices(run.aug, run.x_dev, idx, run.aug_gen, self._progress(s))
             ep.loss_sum += terms["loss"].float()
             for k, v in terms.items():
                 if k != "loss" and v.ndim == 0:  # scalars go on the curve; other outputs only to after_step
@@ -178,7 +188,7 @@ class Engine:
                 ep.t0 = self._book_setup(s, ep, bs)
             # the wall-clock budget needs the host clock; everything else is sync-free
             now = time.perf_counter()
-            if self._exhausted(s, seconds=s.seconds + (now - ep.t0), epoch=s.epoch + (i + 1) / spe):
+            if self._stop_now(s, seconds=s.seconds + (now - ep.t0), epoch=s.epoch + (i + 1) / spe):
                 ep.stopped = True
                 break
             if now - ep.shown >= 1.0:  # a long epoch still moves the progress line (no device sync)
@@ -198,7 +208,7 @@ class Engine:
     def _end_epoch(self, run: _Run, s: _State, ep: _Epoch) -> bool:
         """Book the epoch, log its curve point and checkpoint; True when training is done."""
         sync(self.device)
-        s.seconds += time.perf_counter() - ep.t0
+        s.seconds = self.dist.broadcast(s.seconds + time.perf_counter() - ep.t0)  # rank 0's clock rules
         mean_loss = (ep.loss_sum / max(1, ep.steps)).item()  # one sync per epoch
         if not math.isfinite(mean_loss):
             raise TrainingDiverged(f"loss became {mean_loss} in epoch {s.epoch} (by step {s.step})",
@@ -239,6 +249,12 @@ class Engine:
             point.update(acc=m["acc"], nmi=m["nmi"], ari=m["ari"], n_clusters=m["n_clusters"])
         return point
 
+    def _stop_now(self, s: _State, seconds: float, epoch: float) -> bool:
+        """The in-epoch budget check; with a wall-clock budget over several ranks, they agree
+        (one small all-reduce per step) so that none steps alone into a collective."""
+        stop = self._exhausted(s, seconds=seconds, epoch=epoch)
+        return self.dist.any(stop) if self.dist.active and self.ctx.budget.minutes is not None else stop
+
     def _eval_every(self) -> int:
         """``--eval-every``, else about ten curve points over an epochs budget, else every 10 epochs."""
         epochs = self.ctx.budget.epochs
@@ -250,7 +266,8 @@ class Engine:
             evaluated_step=s.step, batch_size=self.batch_size, views_per_image=2,
             steps_per_epoch=self.steps_per_epoch, input_size=self.input_size, n_clusters=self.n_clusters,
             cuda_graphs=st.graph_status, compiled_model=st.compile_status,
-            augment_compiled=run.aug.compiled, augmentation=run.aug.describe(), **st.graph_timings())
+            augment_compiled=run.aug.compiled, augmentation=run.aug.describe(),
+            world_size=self.dist.world_size, **st.graph_timings())
         return TrainStats(train_seconds=s.seconds, images_seen=s.images, setup_seconds=round(s.setup_seconds, 3),
                           setup_images=s.setup_images, steps=s.step,
                           epochs=s.step / self.steps_per_epoch, resumed_from_epoch=resumed_from,
@@ -260,8 +277,8 @@ class Engine:
     def _maybe_checkpoint(self, run: _Run, s: _State, final: bool = False) -> None:
         """After every ``checkpoint_every`` complete epochs, and once training is done: if a
         protocol then fails (a ``partial`` record), a rerun evaluates from it without training
-        again.  The runner removes it when the record is ``done``."""
-        if not final and s.epoch % max(1, self.ctx.settings.checkpoint_every):
+        again.  Rank 0 writes it.  The runner removes it when the record is ``done``."""
+        if not self.dist.is_main or (not final and s.epoch % max(1, self.ctx.settings.checkpoint_every)):
             return
         buf = io.BytesIO()
         torch.save({"model": run.model.state_dict(), "optimizer": run.opt.state_dict(),

@@ -23,6 +23,7 @@ from clusterbench.settings import EngineSettings
 from clusterbench.train.augment import GPUAugment, two_views
 from clusterbench.train.deep import DeepMethod
 from clusterbench.train.device import autocast
+from clusterbench.train.distributed import SINGLE, Distributed
 
 Terms = dict[str, torch.Tensor]
 
@@ -46,22 +47,24 @@ class TrainStep:
     """The step of one method on one model and optimiser (see the module docstring)."""
 
     def __init__(self, method: DeepMethod, model: nn.Module, opt: torch.optim.Optimizer,
-                 settings: EngineSettings) -> None:
-        self.method, self.model, self.opt, self.settings = method, model, opt, settings
+                 settings: EngineSettings, dist: Distributed = SINGLE) -> None:
+        self.method, self.model, self.opt, self.settings, self.dist = method, model, opt, settings, dist
         self.device = next(model.parameters()).device
         self.channels_last = self.device.type == "cuda" and settings.channels_last
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         self.base_lrs = [float(g["lr"]) for g in opt.param_groups]
         self.scheduled = type(method).lr_factor is not DeepMethod.lr_factor
+        self.train_model = dist.data_parallel(model)  # the model itself in a single process
         if not settings.compile:
-            self.step_model, self.compile_status = model, "off"
+            self.step_model, self.compile_status = self.train_model, "off"
         elif not method.compile_model:
-            self.step_model, self.compile_status = model, f"off: method {method.name!r} opts out"
+            self.step_model, self.compile_status = self.train_model, f"off: method {method.name!r} opts out"
         else:
-            self.step_model, self.compile_status = torch.compile(model), "on"
+            self.step_model, self.compile_status = torch.compile(self.train_model), "on"
         model.train()
-        reason = why_not_graphed(self.device, settings, method, opt, self.scheduled)
+        reason = ("distributed run (DDP steps run eagerly)" if dist.active
+                  else why_not_graphed(self.device, settings, method, opt, self.scheduled))
         self.use_graphs = reason is None
         self.graph_status = "on" if reason is None else f"off: {reason}"
         if self.use_graphs:
@@ -126,18 +129,18 @@ class TrainStep:
         from torch._dynamo.exc import TorchDynamoException
 
         def loss(model: nn.Module) -> Terms:
-            with autocast(self.device, self.settings.precision, cache):
-                return self.method.training_loss(model, v1, v2)
+            with autocast(self.device, self.settings.precision, cache):  # distributed: the global batch's outputs
+                return self.method.training_loss(self.dist.for_loss(model, self.model), v1, v2)
 
         try:
             return loss(self.step_model)
         except TorchDynamoException as exc:
-            if self.step_model is self.model:
+            if self.step_model is self.train_model:
                 raise
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
             warnings.warn(f"torch.compile of the {self.method.name} model failed, running it eagerly: {reason}")
-            self.step_model, self.compile_status = self.model, f"off: compile failed ({reason})"
-            return loss(self.model)
+            self.step_model, self.compile_status = self.train_model, f"off: compile failed ({reason})"
+            return loss(self.train_model)
 
     def _optimise(self, v1: torch.Tensor, v2: torch.Tensor, cache: bool = True) -> Terms:
         terms = self._loss(v1, v2, cache)

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from clusterbench import (AugmentSpec, CCObjective, DeepMethod, DeepParams, Recipe, ResNetBackbone, cc_augmentation,
-                          hookimpl, mlp, param)
+                          hookimpl, mlp, nt_xent, param)
 
 PAPER = "Li et al., Contrastive Clustering, AAAI 2021"
 CODE = "Yunfan-Li/Contrastive-Clustering"
@@ -58,9 +58,12 @@ RECIPES = {
     "tiny-imagenet": Recipe(_S_HALF, f"{CODE} train.py:90 Transforms(s=0.5, size)"),
     "imagenet10": _IMAGENET,
     "imagenet-dogs": _IMAGENET,
-    # the official STL-10 run also trains L_ins alone on the 100,000 unlabelled images
-    # (train_STL10.py:11-24, 73-80); the harness does not yet (see the README)
-    "stl10": Recipe({"jitter_strength": 1.0, "blur": False}, f"{CODE} train_STL10.py:65,71,77 Transforms(size): s = 1.0"),
+    # STL-10 (train_STL10.py): every epoch, L_ins alone over the 100,000 unlabelled images
+    # (instance_data_loader, lines 13-25, 80, 91-97), then L_ins + L_clu over train+test (26-39, 79, 84-90)
+    "stl10": Recipe({"jitter_strength": 1.0, "blur": False},
+                    f"{CODE} train_STL10.py:65,71,77 Transforms(size): s = 1.0; train_STL10.py:11-40, 73-80: "
+                    "each epoch L_ins alone on the 100,000 unlabelled images, then L_ins + L_clu on train+test",
+                    data={"unlabelled": True}),
 }
 
 
@@ -124,6 +127,17 @@ class CC(CCObjective, DeepMethod):
 
     def embed(self, model, x):
         return model.backbone(x)
+
+    def unlabelled_loss(self, model, v1, v2):
+        """L_ins alone, on unlabelled images (official ``train_STL10.py:13-25``).
+
+        The cluster head's output enters with weight 0, as in the official run: its
+        ``optimizer.zero_grad()`` (torch >= 1.6, before 2.0's set_to_none default) left zero
+        gradients, not none, so Adam still moved the cluster projector on its momentum in
+        this pass.  It also keeps one parameter set for both passes' captured steps."""
+        z1, c1 = model(v1)
+        z2, c2 = model(v2)
+        return {"loss": nt_xent(z1, z2, self.params.tau_instance) + 0.0 * (c1.sum() + c2.sum())}
 
 
 @hookimpl

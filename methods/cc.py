@@ -23,6 +23,10 @@ Augmentations (official `modules/transform.py`): RandomResizedCrop, horizontal f
 ColorJitter(0.8s, 0.8s, 0.8s, 0.2s) with p = 0.8, grayscale p = 0.2; s = 0.5 for CIFAR and
 Tiny-ImageNet; s = 1.0 plus Gaussian blur (p = 0.5, sigma in [0.1, 2]) for ImageNet-10 and
 ImageNet-Dogs.  The paper is silent on input normalisation; the official code uses none.
+STL-10 (official `train_STL10.py`): s = 1.0, and each epoch first trains L_ins alone on the
+100,000 unlabelled images, then L on the 13,000 labelled ones, which alone are clustered and
+evaluated; under the paper settings the ``stl10`` recipe reads them (``stl10[unlabelled=true]``)
+and the engine's unlabelled pass runs ``unlabelled_loss``.
 
 Reported on CIFAR-10 (Table 2, 1000 epochs, train+test): NMI 0.705, ACC 0.790, ARI 0.637.
 

@@ -181,3 +181,45 @@ def test_cc_unlabelled_loss_is_the_instance_loss_alone():
     loss.backward()  # the cluster head gets zero gradients (not none), as the official zero_grad left them
     assert all(p.grad is not None and not p.grad.any() for p in net.cluster_projector.parameters())
     assert net.instance_projector[0].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_unlabelled_pass_is_its_own_cuda_graph_and_trains_like_eager():
+    """Two captured steps (unlabelled, labelled) over one optimiser and one generator, passes
+    interleaved as epochs are: the same losses and weights as the eager steps."""
+    import copy
+
+    from clusterbench import EngineSettings
+    from clusterbench.methods.cc import CC
+    from clusterbench.train.augment import GPUAugment
+    from clusterbench.train.deep import augment_policy
+    from clusterbench.train.step import TrainStep
+
+    torch.backends.cudnn.deterministic = True
+    rng = np.random.default_rng(0)
+    x_l, x_u = (torch.from_numpy(rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8)).cuda() for n in (64, 96))
+    passes = [True] * 5 + [False] * 5 + [True] * 5 + [False] * 3  # warm-up + capture of each, then replays
+
+    def train(graphs: bool, model):
+        m = CC(CC.resolve_params({}, preset="smoke"))
+        step = TrainStep(m, model, m.configure_optimizer(model),
+                         EngineSettings(device="cuda", precision="fp32", cuda_graphs=graphs, compile=False))
+        aug = GPUAugment(augment_policy(m, None), 16).cuda()
+        gen = torch.Generator(device="cuda").manual_seed(0)
+        losses = []
+        for i, unl in enumerate(passes):
+            x = x_u if unl else x_l
+            idx = torch.randperm(len(x), generator=gen, device="cuda")[:16]
+            losses.append(step.step_on_indices(aug, x, idx, gen, i / len(passes), unlabelled=unl)["loss"].item())
+        return step, losses
+
+    torch.manual_seed(0)
+    model_e = CC(CC.resolve_params({}, preset="smoke")).build_model(3, 16, 4).cuda()
+    model_g = copy.deepcopy(model_e)
+    _, loss_e = train(False, model_e)
+    step_g, loss_g = train(True, model_g)
+    assert step_g.graph_status == "on" and all(step_g._graphs[k].graph is not None for k in ("batch", "unlabelled"))
+    np.testing.assert_allclose(loss_g, loss_e, rtol=1e-3, atol=1e-3)
+    for a, b in zip(model_e.state_dict().values(), model_g.state_dict().values()):
+        if a.is_floating_point():
+            torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-3)

@@ -27,7 +27,7 @@ import pandas as pd
 from clusterbench.errors import ConfigError
 from clusterbench.report.fmt import budget_text, cost, mean_std
 
-__all__ = ["Extra", "DEFAULT_MINUTES", "acc_at", "equal_time_table", "cost_table", "extras_for"]
+__all__ = ["Extra", "DEFAULT_MINUTES", "acc_at", "check_marks", "equal_time_table", "cost_table", "extras_for"]
 
 #: the GPU-minute marks of the equal-time table
 DEFAULT_MINUTES: tuple[float, ...] = (1.0, 2.0, 4.0)
@@ -82,11 +82,16 @@ def _groups(records: Sequence[dict[str, Any]], method_of: dict[str, str]
     return out
 
 
+def check_marks(minutes: Sequence[float]) -> None:
+    """The equal-time marks must be positive, finite GPU-minutes (one line otherwise)."""
+    if not minutes or any(not (math.isfinite(m) and m > 0) for m in minutes):
+        raise ConfigError(f"bad --equal-time {' '.join(f'{m:g}' for m in minutes)}: give positive GPU-minutes")
+
+
 def equal_time_table(records: Sequence[dict[str, Any]], method_of: dict[str, str],
                      minutes: Sequence[float] = DEFAULT_MINUTES) -> pd.DataFrame | None:
     """One row per (method, budget) of clustering cells with a learning curve; None if there are none."""
-    if not minutes or any(not (math.isfinite(m) and m > 0) for m in minutes):
-        raise ConfigError(f"bad --equal-time {' '.join(f'{m:g}' for m in minutes)}: give positive GPU-minutes")
+    check_marks(minutes)
     deep = [r for r in records if r.get("curve") and not _is_linear_cell(r)]
     if not deep:
         return None

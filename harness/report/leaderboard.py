@@ -29,7 +29,7 @@ import pandas as pd
 from clusterbench.api import FAITHFUL
 from clusterbench.report.aggregate import (COSTS, METRICS, aggregate, failed_runs, finished, label_runs,
                                            records_to_frame)
-from clusterbench.report.costs import DEFAULT_MINUTES, Extra, extras_for
+from clusterbench.report.costs import DEFAULT_MINUTES, Extra, check_marks, extras_for
 from clusterbench.report.fmt import cost, mean_std
 
 __all__ = ["Leaderboard", "Table", "build_leaderboard", "build_tables", "reported_index", "base_method",
@@ -267,6 +267,7 @@ def build_leaderboard(records: Iterable[dict[str, Any]],
                       equal_time: Sequence[float] = DEFAULT_MINUTES) -> Leaderboard:
     """Label, aggregate and tabulate ``records`` once; ``reported``: paper numbers to show beside them;
     ``equal_time``: the GPU-minute marks of the equal-time table under each leaderboard."""
+    check_marks(equal_time)
     records = list(records)
     done = finished(records)
     labels = label_runs(done)

@@ -6,7 +6,7 @@ STL-10); this module finds them, checks the labels and turns train + test into o
 ``download=True`` creates (``--data-root`` may also be that folder itself):
 
 - ``cifar10``: ``<root>/cifar-10-batches-py/``; ``cifar100`` and ``cifar100-20``: ``<root>/cifar-100-python/``
-- ``stl10``: ``<root>/stl10_binary/`` (the labelled files; ``unlabeled_X.bin`` is not needed)
+- ``stl10``: ``<root>/stl10_binary/`` (the labelled files; ``unlabeled_X.bin`` only with ``unlabelled=true``)
 - ``mnist`` / ``fashion-mnist``: ``<root>/MNIST/raw/`` / ``<root>/FashionMNIST/raw/``; idx
   files found only as ``.gz`` are unpacked beside them first, as torchvision's downloader does
 
@@ -174,11 +174,11 @@ class TorchvisionSet(SplitDataset):
                             f"{exc}); it needs network access, or copy torchvision's {self.folder}/ there "
                             f"by hand") from None
 
-    def read(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, Sequence[str]]:
-        """(x, y, is_train, class_names) of train + test."""
-        d, reader = self.data_dir(), self.reader()
+    def open(self, reader: Any, **split: Any) -> Any:
+        """``reader(root, **split)``: torchvision's dataset object, or one DataError line naming the bad file."""
+        d = self.data_dir()
         try:
-            splits = [reader(str(self.tv_root()), **self.tv_split(train)) for train in (True, False)]
+            return reader(str(self.tv_root()), **split)
         except Exception as exc:  # torchvision's RuntimeError (md5), pickle, reshape, assert...: one line
             bad = _failing_md5(reader, d)
             what = f"{d / bad} fails torchvision's md5 check" if bad else \
@@ -186,6 +186,11 @@ class TorchvisionSet(SplitDataset):
             raise DataError(f"dataset {self.name!r}: {what}; a file is truncated, corrupted or not the original: "
                             f"delete the folder and pass {self.name}[download=true] to fetch it again "
                             f"(needs network)") from None
+
+    def read(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, Sequence[str]]:
+        """(x, y, is_train, class_names) of train + test."""
+        d, reader = self.data_dir(), self.reader()
+        splits = [self.open(reader, **self.tv_split(train)) for train in (True, False)]
         parts = [self.arrays(tv, d / name if name else d) for tv, name in zip(splits, self.label_files)]
         is_train = np.repeat([True, False], [len(parts[0][1]), len(parts[1][1])])
         found = tuple(getattr(splits[0], "classes", None) or ())
@@ -275,9 +280,18 @@ class Cifar100(TorchvisionSet):
 class Stl10(TorchvisionSet):
     """STL-10's labelled images: 5,000 train + 8,000 test, 96x96.
 
-    The 100,000 unlabelled images are neither read nor required: the clustering papers
-    (DAC, CC, SCAN) report on the 13,000 labelled ones.
+    The clustering papers (DAC, CC, SCAN) cluster and report on the 13,000 labelled ones.
+    ``unlabelled=true`` also reads the 100,000 unlabelled images (``unlabeled_X.bin``, then
+    required) into ``ImageData.unlabelled``: extra training images without labels, never
+    evaluated, which CC's official STL-10 run trains its instance loss on
+    (``train_STL10.py:73-80``).  Without it they are neither read nor required.
     """
+
+    @dataclass(frozen=True)
+    class Options(TorchvisionSet.Options):
+        unlabelled: bool = param(False, "also read the 100,000 unlabelled images (unlabeled_X.bin) as extra "
+                                 "training images without labels (never evaluated): CC's official STL-10 "
+                                 "recipe trains its instance loss on them")
 
     name = "stl10"
     description = ("STL-10 (Coates et al. 2011): 13,000 labelled 96x96 colour images (train+test), 10 classes, "
@@ -294,6 +308,27 @@ class Stl10(TorchvisionSet):
 
     def tv_split(self, train: bool) -> dict[str, Any]:
         return {"split": "train" if train else "test"}
+
+    def missing_file(self) -> str | None:
+        unlabelled = self.opts.unlabelled and not (self.data_dir() / "unlabeled_X.bin").is_file()
+        return super().missing_file() or ("unlabeled_X.bin" if unlabelled else None)
+
+    def read_unlabelled(self) -> np.ndarray:
+        """The unlabelled images, uint8 NHWC (their md5 checked alone: not on every labelled read)."""
+        from torchvision.datasets.utils import check_integrity
+
+        base = super().reader()
+        (name, md5), = (f for f in base.train_list if f[0] == "unlabeled_X.bin")
+        reader = type("STL10Unlabelled", (base,), {
+            "_check_integrity": lambda tv: check_integrity(Path(tv.root, tv.base_folder, name), md5)})
+        return np.ascontiguousarray(np.asarray(self.open(reader, split="unlabeled").data).transpose(0, 2, 3, 1))
+
+    def load(self) -> ImageData:
+        if self.opts.unlabelled and self.opts.path:
+            raise ConfigError(f"dataset {self.name!r}: unlabelled=true reads stl10_binary/unlabeled_X.bin under "
+                              f"--data-root, not an image folder (path=); drop one of the two")
+        data = super().load()
+        return dataclasses.replace(data, unlabelled=self.read_unlabelled()) if self.opts.unlabelled else data
 
     def arrays(self, tv: Any, where: Path) -> tuple[np.ndarray, np.ndarray]:
         x = np.asarray(tv.data).transpose(0, 2, 3, 1)  # torchvision gives N, C, H, W

@@ -98,6 +98,12 @@ class ImageData:
     (:meth:`without_labels`): methods never see the labels.  ``train_mask`` marks the samples of the dataset's training split
     (used by the linear-probe protocol); clustering itself uses every sample, as the
     clustering papers do.
+
+    ``unlabelled`` holds extra images that have no labels at all (STL-10's 100,000
+    ``unlabeled_X.bin`` images, read when asked): a method may train on them (the engine's
+    unlabelled pass, :meth:`DeepMethod.unlabelled_loss`), but they are never predicted nor
+    evaluated, and ``len()`` counts only ``x``.  They change what is trained, so the digest
+    covers them (data without them keeps its digest).
     """
 
     x: np.ndarray
@@ -107,6 +113,7 @@ class ImageData:
     class_names: tuple[str, ...] = ()
     train_mask: np.ndarray | None = None
     variant: str | None = None  # how the data differs from the original files ("JPEG re-encode"); None: it does not
+    unlabelled: np.ndarray | None = None  # uint8 (M, H, W, C) images without labels: trained on, never evaluated
 
     def __post_init__(self) -> None:
         x, y = self.x, self.y
@@ -119,6 +126,10 @@ class ImageData:
             raise DataError(f"dataset {self.name!r}: images must have 1 or 3 channels, got shape {x.shape}")
         if self.train_mask is not None and (self.train_mask.shape != (len(x),) or self.train_mask.dtype != bool):
             raise DataError(f"dataset {self.name!r}: train_mask must be bool with one entry per image")
+        u = self.unlabelled
+        if u is not None and (not isinstance(u, np.ndarray) or u.dtype != np.uint8 or u.shape[1:] != x.shape[1:]):
+            raise DataError(f"dataset {self.name!r}: unlabelled images must be uint8 of the labelled images' "
+                            f"shape {x.shape[1:]}, got {getattr(u, 'dtype', type(u))} {getattr(u, 'shape', '')}")
         if y is None:
             return  # the unlabelled view handed to ``Method.fit``
         if not isinstance(y, np.ndarray) or y.ndim != 1 or len(y) != len(x):
@@ -155,9 +166,17 @@ class ImageData:
         if self.y is None:
             raise DataError(f"dataset {self.name!r}: the unlabelled view has no digest")
         h.update(np.ascontiguousarray(self.y.astype(np.int64)).data)
+        if self.unlabelled is not None:  # trained on, so part of the identity (absent: the digest as before)
+            h.update(f"unlabelled {self.unlabelled.shape}".encode())
+            h.update(np.ascontiguousarray(self.unlabelled).data)
         return h.hexdigest()[:16]
 
+    @property
+    def n_unlabelled(self) -> int:
+        return 0 if self.unlabelled is None else len(self.unlabelled)
+
     def subset(self, idx: np.ndarray) -> "ImageData":
+        """The labelled images ``idx`` (the unlabelled ones, in no split, are kept whole)."""
         mask = None if self.train_mask is None else self.train_mask[idx]
         y = None if self.y is None else self.y[idx]
         return dataclasses.replace(self, x=self.x[idx], y=y, train_mask=mask)

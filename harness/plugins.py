@@ -153,7 +153,9 @@ class Registry:
         if recipe is None or not recipe.data or method.opts.get("preset") not in PAPER_PRESETS:
             return dataset
         given = dataset.opts
-        extra = tuple((k, str(v)) for k, v in recipe.data.items() if k not in given)
+        # as a user types them (unlabelled=true), so the recipe's variant and the typed one are one cell
+        extra = tuple((k, str(v).lower() if isinstance(v, bool) else str(v)) for k, v in recipe.data.items()
+                      if k not in given)
         return PluginRef(dataset.name, dataset.options + extra) if extra else dataset
 
     def make_dataset(self, ref: PluginRef | str, root: str | None = None) -> Dataset:

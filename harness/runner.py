@@ -360,7 +360,8 @@ class Grid:
         """The dataset's images and digest, checked against every method's K before its first cell runs."""
         t = time.perf_counter()
         data = self.registry.load_data(ds)
-        reporter.note(f"loaded {ds.name}: {len(data)} images {data.x.shape[1:]} , {data.n_classes} classes "
+        extra = f" (+{data.n_unlabelled} unlabelled)" if data.n_unlabelled else ""
+        reporter.note(f"loaded {ds.name}: {len(data)} images{extra} {data.x.shape[1:]} , {data.n_classes} classes "
                       f"({time.perf_counter() - t:.1f}s)")
         for m in self.methods:
             k = getattr(m.template.params, "n_clusters", 0) or data.n_classes

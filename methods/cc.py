@@ -23,6 +23,10 @@ Augmentations (official `modules/transform.py`): RandomResizedCrop, horizontal f
 ColorJitter(0.8s, 0.8s, 0.8s, 0.2s) with p = 0.8, grayscale p = 0.2; s = 0.5 for CIFAR and
 Tiny-ImageNet; s = 1.0 plus Gaussian blur (p = 0.5, sigma in [0.1, 2]) for ImageNet-10 and
 ImageNet-Dogs.  The paper is silent on input normalisation; the official code uses none.
+STL-10 (official `train_STL10.py`): s = 1.0, and each epoch first trains L_ins alone on the
+100,000 unlabelled images, then L on the 13,000 labelled ones, which alone are clustered and
+evaluated; under the paper settings the ``stl10`` recipe reads them (``stl10[unlabelled=true]``)
+and the engine's unlabelled pass runs ``unlabelled_loss``.
 
 Reported on CIFAR-10 (Table 2, 1000 epochs, train+test): NMI 0.705, ACC 0.790, ARI 0.637.
 
@@ -39,7 +43,7 @@ import torch
 from torch import nn
 
 from clusterbench import (AugmentSpec, CCObjective, DeepMethod, DeepParams, Recipe, ResNetBackbone, cc_augmentation,
-                          hookimpl, mlp, param)
+                          hookimpl, mlp, nt_xent, param)
 
 PAPER = "Li et al., Contrastive Clustering, AAAI 2021"
 CODE = "Yunfan-Li/Contrastive-Clustering"
@@ -58,9 +62,12 @@ RECIPES = {
     "tiny-imagenet": Recipe(_S_HALF, f"{CODE} train.py:90 Transforms(s=0.5, size)"),
     "imagenet10": _IMAGENET,
     "imagenet-dogs": _IMAGENET,
-    # the official STL-10 run also trains L_ins alone on the 100,000 unlabelled images
-    # (train_STL10.py:11-24, 73-80); the harness does not yet (see the README)
-    "stl10": Recipe({"jitter_strength": 1.0, "blur": False}, f"{CODE} train_STL10.py:65,71,77 Transforms(size): s = 1.0"),
+    # STL-10 (train_STL10.py): every epoch, L_ins alone over the 100,000 unlabelled images
+    # (instance_data_loader, lines 13-25, 80, 91-97), then L_ins + L_clu over train+test (26-39, 79, 84-90)
+    "stl10": Recipe({"jitter_strength": 1.0, "blur": False},
+                    f"{CODE} train_STL10.py:65,71,77 Transforms(size): s = 1.0; train_STL10.py:11-40, 73-80: "
+                    "each epoch L_ins alone on the 100,000 unlabelled images, then L_ins + L_clu on train+test",
+                    data={"unlabelled": True}),
 }
 
 
@@ -124,6 +131,17 @@ class CC(CCObjective, DeepMethod):
 
     def embed(self, model, x):
         return model.backbone(x)
+
+    def unlabelled_loss(self, model, v1, v2):
+        """L_ins alone, on unlabelled images (official ``train_STL10.py:13-25``).
+
+        The cluster head's output enters with weight 0, as in the official run: its
+        ``optimizer.zero_grad()`` (torch >= 1.6, before 2.0's set_to_none default) left zero
+        gradients, not none, so Adam still moved the cluster projector on its momentum in
+        this pass.  It also keeps one parameter set for both passes' captured steps."""
+        z1, c1 = model(v1)
+        z2, c2 = model(v2)
+        return {"loss": nt_xent(z1, z2, self.params.tau_instance) + 0.0 * (c1.sum() + c2.sum())}
 
 
 @hookimpl

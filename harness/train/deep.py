@@ -103,6 +103,21 @@ class DeepMethod(Method):
     def embed(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """(B, D) features for the ``kmeans`` and ``linear`` protocols."""
 
+    def unlabelled_loss(self, model: nn.Module, v1: torch.Tensor, v2: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Loss terms for two views of a batch of the dataset's unlabelled images
+        (``ImageData.unlabelled``, e.g. STL-10's 100,000); must include ``"loss"``.
+
+        A method that defines it gets, every epoch, one pass over the unlabelled images with
+        this loss before the pass over the labelled ones with ``training_loss`` (CC's official
+        STL-10 run: its instance loss alone, ``train_STL10.py:11-40``).  Not defined (the
+        default): the unlabelled images are not trained on, and the record says so."""
+        raise NotImplementedError(f"{self.name} does not train on unlabelled images")
+
+    @classmethod
+    def trains_unlabelled(cls) -> bool:
+        """The method defines :meth:`unlabelled_loss`."""
+        return cls.unlabelled_loss is not DeepMethod.unlabelled_loss
+
     def augmentation(self, data: ImageData) -> AugmentPolicy:
         """The two-view augmentation policy (default: SimCLR-style, as CC uses on CIFAR): one
         ``AugmentSpec`` for both views, or a tuple of two, one per view (asymmetric recipes)."""

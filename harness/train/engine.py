@@ -19,6 +19,14 @@ method trains for the same time whatever its compile cost, at the price of at mo
 handful of untimed steps (one on the CPU, four with CUDA graphs).  ``train`` returns
 what it did: the :class:`~clusterbench.train.inference.Trained` model and the run's
 :class:`~clusterbench.api.TrainStats`.
+
+Unlabelled images (``ImageData.unlabelled``, STL-10's 100,000) are trained on when the
+method defines ``unlabelled_loss``: each epoch is then one shuffled pass over them with that
+loss, then one over the labelled images with ``training_loss``, with one optimiser, as CC's
+official ``train_STL10.py:11-40`` does.  The budget counts both passes: ``steps=`` every
+optimiser step, ``images=`` every image trained on, ``minutes=`` the time of both;
+``epochs=`` counts epochs, i.e. passes over the labelled set (each after its unlabelled
+pass).  Learning curves and evaluation see the labelled images only.
 """
 
 from __future__ import annotations
@@ -63,6 +71,10 @@ class EngineDetails:
     augment_compiled: bool
     augmentation: dict[str, Any] | None = None  # each view's AugmentSpec and the blur kernel, as trained
     world_size: int = 1  # ranks training the cell (torchrun); batch_size is the global batch
+    unlabelled_pass: str | None = None          # present when the data has unlabelled images: "on: ..." / "off: why"
+    unlabelled_steps_per_epoch: int | None = None
+    unlabelled_steps: int | None = None         # of ``steps``: those of the unlabelled passes
+    unlabelled_images_seen: int | None = None   # of ``images_seen``: those of the unlabelled passes
     graph_warmup_seconds: float | None = None   # present only when a graph was captured
     graph_capture_seconds: float | None = None
 
@@ -80,6 +92,7 @@ class _State:
     seconds: float = 0.0        # the training clock
     setup_seconds: float = 0.0  # one-off work, off the clock (of every attempt, when resumed)
     setup_images: int = 0       # images of the warm-up steps (trained, timed as setup)
+    unlabelled_steps: int = 0   # of ``step``: those of the unlabelled passes
 
 
 @dataclass
@@ -94,6 +107,7 @@ class _Run:
     aug_gen: torch.Generator  # this rank's augmentations, reseeded every epoch
     x_dev: torch.Tensor
     trained: Trained
+    x_unlabelled: torch.Tensor | None = None  # on the device when the unlabelled pass runs
 
 
 @dataclass
@@ -103,6 +117,7 @@ class _Epoch:
     t0: float
     loss_sum: torch.Tensor
     terms_sum: dict[str, torch.Tensor] = field(default_factory=dict)
+    terms_steps: dict[str, int] = field(default_factory=dict)  # the steps each term was summed over
     steps: int = 0
     setup_steps: int = 0   # warm-up steps among them, timed as setup
     stopped: bool = False  # the budget ran out inside the epoch
@@ -123,6 +138,14 @@ class Engine:
         self.batch_size = min(int(self.params.batch_size), n)  # tiny datasets: one batch per epoch
         self.steps_per_epoch = n // self.batch_size  # drop_last, as the papers' loaders
         self.dist.local_batch(self.batch_size)  # the global batch must split over the ranks
+        # the unlabelled pass before each labelled one (batches of the same size, drop_last too)
+        trains = method.trains_unlabelled()
+        self.unlabelled_steps = data.n_unlabelled // self.batch_size if trains else 0
+        self.epoch_steps = self.steps_per_epoch + self.unlabelled_steps
+        self.unlabelled_pass = None if not data.n_unlabelled else (
+            f"on: {data.n_unlabelled} images, {self.unlabelled_steps} steps before each labelled pass"
+            if self.unlabelled_steps else f"off: method {method.name!r} has no unlabelled_loss" if not trains
+            else f"off: {data.n_unlabelled} unlabelled images, fewer than a batch ({self.batch_size})")
         self.n_clusters = self.params.n_clusters or data.n_classes
         self.input_size = method.model_input_size(data)
 
@@ -153,9 +176,10 @@ class Engine:
         gen.manual_seed(ctx.derived_seed("engine"))
         aug_gen = torch.Generator(device=self.device)
         x_dev = torch.from_numpy(data.x).to(self.device)  # uint8 on the device, once
+        x_unl = torch.from_numpy(data.unlabelled).to(self.device) if self.unlabelled_steps else None
         trained = Trained(model, self.device, ctx.settings.precision, size, aug.spec.mean, aug.spec.std,
                           method.eval_batch_size)
-        return _Run(model, opt, stepper, aug, gen, aug_gen, x_dev, trained)
+        return _Run(model, opt, stepper, aug, gen, aug_gen, x_dev, trained, x_unl)
 
     # ---- the loop -----------------------------------------------------------------------
     def _exhausted(self, s: _State, seconds: float | None = None, epoch: float | None = None) -> bool:
@@ -163,38 +187,49 @@ class Engine:
                                          seconds=s.seconds if seconds is None else seconds)
 
     def _progress(self, s: _State) -> float:
-        return self.ctx.budget.fraction(epoch=s.step / self.steps_per_epoch, step=s.step, images=s.images,
+        return self.ctx.budget.fraction(epoch=s.step / self.epoch_steps, step=s.step, images=s.images,
                                         seconds=s.seconds)
 
     def _run_epoch(self, run: _Run, s: _State) -> _Epoch:
-        """Steps over one shuffled pass, stopping early when the budget runs out."""
+        """One epoch: the unlabelled pass (if any), then the labelled one; stops early when the budget runs out."""
         sync(self.device)
         ep = _Epoch(t0=time.perf_counter(), loss_sum=torch.zeros((), device=self.device))
         ep.shown = ep.t0
-        perm = torch.randperm(len(self.data), generator=run.gen, device=self.device)
         run.aug_gen.manual_seed(self.dist.augment_seed(self.ctx.seed, s.epoch))
-        bs, spe = self.batch_size, self.steps_per_epoch
-        for i in range(spe):
+        if run.x_unlabelled is not None:
+            self._run_pass(run, s, ep, run.x_unlabelled, self.unlabelled_steps, unlabelled=True)
+        if not ep.stopped:
+            self._run_pass(run, s, ep, run.x_dev, self.steps_per_epoch)
+        return ep
+
+    def _run_pass(self, run: _Run, s: _State, ep: _Epoch, x: torch.Tensor, n_steps: int,
+                  unlabelled: bool = False) -> None:
+        """Steps over one shuffled pass of ``x``; its unlabelled pass's terms go on the curve as ``<term>_unlabelled``."""
+        perm = torch.randperm(len(x), generator=run.gen, device=self.device)  # the same on every rank
+        bs, suffix = self.batch_size, "_unlabelled" if unlabelled else ""
+        for i in range(n_steps):
             idx = self.dist.shard(perm[i * bs:(i + 1) * bs])  # this rank's slice of the global batch
-            terms = run.stepper.step_on_indices(run.aug, run.x_dev, idx, run.aug_gen, self._progress(s))
+            terms = run.stepper.step_on_indices(run.aug, x, idx, run.aug_gen, self._progress(s),
+                                                unlabelled=unlabelled)
             ep.loss_sum += terms["loss"].float()
             for k, v in terms.items():
-                if k != "loss" and v.ndim == 0:  # scalars go on the curve; other outputs only to after_step
-                    ep.terms_sum[k] = ep.terms_sum.get(k, 0) + v.float()
+                if (k != "loss" or unlabelled) and v.ndim == 0:  # scalars go on the curve; others only to after_step
+                    ep.terms_sum[k + suffix] = ep.terms_sum.get(k + suffix, 0) + v.float()
+                    ep.terms_steps[k + suffix] = ep.terms_steps.get(k + suffix, 0) + 1
             s.step += 1
+            s.unlabelled_steps += unlabelled
             s.images += bs
             ep.steps += 1
             if run.stepper.last_was_setup:
                 ep.t0 = self._book_setup(s, ep, bs)
             # the wall-clock budget needs the host clock; everything else is sync-free
             now = time.perf_counter()
-            if self._stop_now(s, seconds=s.seconds + (now - ep.t0), epoch=s.epoch + (i + 1) / spe):
+            if self._stop_now(s, seconds=s.seconds + (now - ep.t0), epoch=s.epoch + ep.steps / self.epoch_steps):
                 ep.stopped = True
-                break
+                return
             if now - ep.shown >= 1.0:  # a long epoch still moves the progress line (no device sync)
                 ep.shown = now
                 self.ctx.progress(self._progress(s), self._progress_text(s, ""))
-        return ep
 
     def _book_setup(self, s: _State, ep: _Epoch, images: int) -> float:
         """Book a warm-up step's time (since ``ep.t0``) as setup; the new start of the clock."""
@@ -213,7 +248,7 @@ class Engine:
         if not math.isfinite(mean_loss):
             raise TrainingDiverged(f"loss became {mean_loss} in epoch {s.epoch} (by step {s.step})",
                                    epoch=s.epoch, step=s.step)
-        complete = ep.steps == self.steps_per_epoch
+        complete = ep.steps == self.epoch_steps
         if complete:
             s.epoch += 1
         done = ep.stopped or self._exhausted(s)
@@ -235,11 +270,10 @@ class Engine:
     def _curve_point(self, run: _Run, s: _State, ep: _Epoch, mean_loss: float, complete: bool,
                      done: bool) -> dict[str, Any]:
         """The epoch's learning-curve point; with ACC/NMI/ARI at the end and every ``eval_every`` epochs."""
-        n = max(1, ep.steps)
         point: dict[str, Any] = {
-            "epoch": s.epoch if complete else s.epoch + ep.steps / self.steps_per_epoch,
+            "epoch": s.epoch if complete else s.epoch + ep.steps / self.epoch_steps,
             "step": s.step, "images": s.images, "train_seconds": round(s.seconds, 3), "loss": mean_loss,
-            **{k: (v / n).item() for k, v in ep.terms_sum.items()},
+            **{k: (v / ep.terms_steps[k]).item() for k, v in ep.terms_sum.items()},
             "images_per_s": (ep.steps - ep.setup_steps) * self.batch_size / max(1e-9, time.perf_counter() - ep.t0),
         }
         if done or (complete and s.epoch % self._eval_every() == 0):
@@ -267,11 +301,18 @@ class Engine:
             steps_per_epoch=self.steps_per_epoch, input_size=self.input_size, n_clusters=self.n_clusters,
             cuda_graphs=st.graph_status, compiled_model=st.compile_status,
             augment_compiled=run.aug.compiled, augmentation=run.aug.describe(),
-            world_size=self.dist.world_size, **st.graph_timings())
+            world_size=self.dist.world_size, **st.graph_timings(), **self._unlabelled_details(s))
         return TrainStats(train_seconds=s.seconds, images_seen=s.images, setup_seconds=round(s.setup_seconds, 3),
                           setup_images=s.setup_images, steps=s.step,
-                          epochs=s.step / self.steps_per_epoch, resumed_from_epoch=resumed_from,
+                          epochs=s.step / self.epoch_steps, resumed_from_epoch=resumed_from,
                           details=details.as_dict())
+
+    def _unlabelled_details(self, s: _State) -> dict[str, Any]:
+        """What the unlabelled pass did (nothing when the data has no unlabelled images)."""
+        if self.unlabelled_pass is None:
+            return {}
+        return {"unlabelled_pass": self.unlabelled_pass, "unlabelled_steps_per_epoch": self.unlabelled_steps,
+                "unlabelled_steps": s.unlabelled_steps, "unlabelled_images_seen": s.unlabelled_steps * self.batch_size}
 
     # ---- checkpoints ------------------------------------------------------------------
     def _maybe_checkpoint(self, run: _Run, s: _State, final: bool = False) -> None:

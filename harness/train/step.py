@@ -70,7 +70,7 @@ class TrainStep:
         if self.use_graphs:
             self._make_optimizer_capturable()
         self._graphs: dict = {}
-        self._idx: torch.Tensor | None = None
+        self._idx: dict[str, torch.Tensor] = {}  # each graph's fixed index buffer
         self._calls = 0
         #: The last step was one-off work (the first call: compilation, cuDNN autotuning, lazy
         #: initialisation; with CUDA graphs, every call until the graph replays: its eager
@@ -123,14 +123,17 @@ class TrainStep:
             else:
                 g["lr"] = lr0 * factor
 
-    def _loss(self, v1: torch.Tensor, v2: torch.Tensor, cache: bool) -> Terms:
-        """The method's loss terms; if compiling the model fails (no compiler, an op it cannot
+    def _loss(self, v1: torch.Tensor, v2: torch.Tensor, cache: bool, loss_fn: Callable[..., Terms] | None = None
+              ) -> Terms:
+        """The method's loss terms (``loss_fn``, default ``training_loss``); if compiling the model fails (no compiler, an op it cannot
         trace), warn once and go on with the eager model, as the record then says."""
         from torch._dynamo.exc import TorchDynamoException
 
+        fn = loss_fn or self.method.training_loss
+
         def loss(model: nn.Module) -> Terms:
             with autocast(self.device, self.settings.precision, cache):  # distributed: the global batch's outputs
-                return self.method.training_loss(self.dist.for_loss(model, self.model), v1, v2)
+                return fn(self.dist.for_loss(model, self.model), v1, v2)
 
         try:
             return loss(self.step_model)
@@ -142,8 +145,9 @@ class TrainStep:
             self.step_model, self.compile_status = self.train_model, f"off: compile failed ({reason})"
             return loss(self.train_model)
 
-    def _optimise(self, v1: torch.Tensor, v2: torch.Tensor, cache: bool = True) -> Terms:
-        terms = self._loss(v1, v2, cache)
+    def _optimise(self, v1: torch.Tensor, v2: torch.Tensor, cache: bool = True,
+                  loss_fn: Callable[..., Terms] | None = None) -> Terms:
+        terms = self._loss(v1, v2, cache, loss_fn)
         self.opt.zero_grad(set_to_none=True)
         terms["loss"].backward()
         self.opt.step()
@@ -174,14 +178,23 @@ class TrainStep:
         return terms
 
     def step_on_indices(self, aug: GPUAugment, x_all: torch.Tensor, idx: torch.Tensor,
-                        gen: torch.Generator | None, progress: float) -> Terms:
+                        gen: torch.Generator | None, progress: float, unlabelled: bool = False) -> Terms:
         """Gather ``x_all[idx]`` (uint8 on the device), make two views, optimise.  Graphed:
-        ``idx`` is copied into a fixed buffer and the graph replayed."""
+        ``idx`` is copied into a fixed buffer and the graph replayed.
+
+        ``unlabelled``: a batch of the unlabelled images, trained with the method's
+        ``unlabelled_loss``.  It is a second captured graph (its own index buffer and memory
+        pool, the same optimiser state): the unlabelled pass is most of an STL-10 epoch
+        (390 of 440 steps), so running it eagerly would lose the graphs' speed-up where it
+        matters most; ``x_all`` must be one fixed tensor per kind of batch."""
+        key = "unlabelled" if unlabelled else "batch"
+        loss_fn = self.method.unlabelled_loss if unlabelled else self.method.training_loss
         if self.use_graphs:
-            if self._idx is None:
-                self._idx = idx.clone()
+            if key not in self._idx:
+                self._idx[key] = idx.clone()
             else:
-                self._idx.copy_(idx)
-        return self._step(progress, lambda: self._optimise(*self.views(aug, x_all[idx], gen)), "batch",
-                          lambda: self._optimise(*self.views(aug, x_all[self._idx], gen), cache=False),
+                self._idx[key].copy_(idx)
+        return self._step(progress, lambda: self._optimise(*self.views(aug, x_all[idx], gen), loss_fn=loss_fn), key,
+                          lambda: self._optimise(*self.views(aug, x_all[self._idx[key]], gen), cache=False,
+                                                 loss_fn=loss_fn),
                           (gen,) if gen is not None else ())

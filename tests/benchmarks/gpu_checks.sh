@@ -5,6 +5,7 @@
 #   failures  issue 18: an absurd batch (OOM) and lr=1e3 (NaN) are failed cells, the grid goes on
 #   workers   issue 14: --workers 1 --gpus 0 gives the records of a plain run
 #   torchrun  issue 14: a 1-process torchrun run gives the records of a plain run
+#   tcc-cc    issue 13: TCC and CC fast presets on CIFAR-10, 100 epochs, head and kmeans (TCC >= CC?)
 set -u
 OUT=$1; shift
 D="cifar10[path=.data/cifar10_jpeg_imagefolder.tar.gz]"
@@ -29,19 +30,24 @@ for check in "$@"; do
       summary "$OUT/clock" > "$OUT/clock.txt" ;;
     failures)
       clusterbench run --methods "cc[preset=fast,batch_size=60000,image_size=224]" "cc[preset=fast,lr=1000]" kmeans \
-        --datasets "$S" --seeds 0 --budget steps=300 --results "$OUT/failures" --quiet; echo "exit $?"
+        --datasets "$S" --seeds 0 --budget steps=300 --results "$OUT/failures" --quiet --no-compile; echo "exit $?"
       summary "$OUT/failures" > "$OUT/failures.txt" ;;
     workers)
-      G=(--methods "cc[preset=fast]" --datasets "$S" --seeds 0 --budget steps=200 --quiet)
+      G=(--methods "cc[preset=fast]" --datasets "$S" --seeds 0 --budget steps=200 --quiet --no-compile)
       clusterbench run "${G[@]}" --results "$OUT/plain"
       clusterbench run "${G[@]}" --results "$OUT/workers" --workers 1 --gpus 0
       clusterbench run "${G[@]}" --results "$OUT/plain2"
       for d in plain workers plain2; do echo "== $d"; summary "$OUT/$d"; done > "$OUT/workers.txt" ;;
     torchrun)
-      G=(--methods "cc[preset=fast]" --datasets "$S" --seeds 0 --budget steps=200 --quiet)
+      G=(--methods "cc[preset=fast]" --datasets "$S" --seeds 0 --budget steps=200 --quiet --no-compile)
       [ -d "$OUT/plain" ] || clusterbench run "${G[@]}" --results "$OUT/plain"
       torchrun --standalone --nproc-per-node 1 -m clusterbench run "${G[@]}" --results "$OUT/torchrun"
       for d in plain torchrun; do echo "== $d"; summary "$OUT/$d"; done > "$OUT/torchrun.txt" ;;
+    tcc-cc)
+      clusterbench run --methods "tcc[preset=fast]" "cc[preset=fast]" --datasets "$D" --seeds 0 --budget epochs=100 \
+        --protocols head kmeans --results "$OUT/i13" --quiet
+      clusterbench report --results "$OUT/i13" --paper > "$OUT/i13.md"
+      summary "$OUT/i13" > "$OUT/i13.txt" ;;
     *) echo "unknown check $check" >&2; exit 2 ;;
   esac
 done

@@ -7,7 +7,9 @@ which), the method's lr schedule applied in place (no optimiser rebuild), no hos
 On a GPU the whole step (batch gather, two-view augmentation, forward, backward,
 optimiser) is replayed as one CUDA graph (see ``clusterbench.train.cudagraph``) unless
 ``settings.cuda_graphs`` is off or the method or its optimiser cannot be captured;
-``graph_status`` says which, and the run records it.
+``graph_status`` says which, and the run records it.  Under torchrun the model is wrapped in
+DistributedDataParallel and the loss receives every rank's outputs (the global batch, see
+:mod:`clusterbench.train.distributed`); that step runs eagerly.
 """
 
 from __future__ import annotations

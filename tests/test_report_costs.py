@@ -13,7 +13,8 @@ pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 def rec(seed: int, points: list[tuple[float, float | None]], *, world: int = 1, linear: bool = False,
         **cost) -> dict:
     """A record with a learning curve of (train_seconds, acc or None) points."""
-    return {"run_id": f"r{seed}{world}{linear}", "seed": seed, "budget": {"epochs": 3}, "world_size": world,
+    return {"run_id": f"r{seed}{world}{linear}", "seed": seed, "budget": {"epochs": 3},
+            "engine": {"world_size": world},  # where the runner records it
             "protocols": {"linear": {"accuracy": 0.5}} if linear else {"head": {"acc": 0.1}},
             "curve": [{"epoch": i + 1, "train_seconds": t, **({"acc": a} if a is not None else {})}
                       for i, (t, a) in enumerate(points)],

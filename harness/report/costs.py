@@ -44,7 +44,11 @@ class Extra:
 
 
 def _world(rec: dict[str, Any]) -> int:
-    return int(rec.get("world_size") or (rec.get("env") or {}).get("world_size") or 1)
+    """Ranks that trained the cell: the record keeps it as ``engine.world_size`` (and ``stats.world_size``)."""
+    for where in (rec.get("engine"), rec.get("stats")):
+        if isinstance(where, dict) and where.get("world_size"):
+            return int(where["world_size"])
+    return 1
 
 
 def _is_linear_cell(rec: dict[str, Any]) -> bool:

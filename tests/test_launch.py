@@ -164,6 +164,13 @@ def test_status_shows_each_cell_and_run_fills_in_what_is_missing(env, tmp_path, 
     assert "6 cells: 3 finished, 0 running, 3 failed, 0 pending" in capsys.readouterr().out
 
 
+def test_status_before_anything_ran_is_every_cell_pending(env, tmp_path, capsys):
+    grid = ["--methods", "kmeans", "--datasets", "synthetic[n=64,size=16]", "--seeds", "0", "1"]
+    assert main(["status", *grid, "--results", str(tmp_path / "not-yet")]) == 0
+    assert "2 cells: 0 finished, 0 running, 0 failed, 2 pending" in capsys.readouterr().out
+    assert not (tmp_path / "not-yet").exists()  # status writes nothing
+
+
 def test_bad_shard_and_gpus_are_one_line_errors(env, tmp_path, capsys):
     for flags, msg in ((["--shard", "3/2"], "--shard 3/2: expected I/N with 1 <= I <= N, e.g. --shard 1/4"),
                        (["--gpus", "0"], "--gpus 0: the run is on the CPU (--device cpu)"),
@@ -182,5 +189,8 @@ def test_run_grid_and_load_results(env, tmp_path):
     df = clusterbench.load_results(tmp_path)
     assert list(df["seed"]) == [0, 1] and set(df["protocol"]) == {"head"} and df["acc"].between(0, 1).all()
     assert list(df["run_id"]) == sorted(o.run_id for o in result.outcomes)
+    from clusterbench.results.store import ResultsStore
+    empty = clusterbench.load_results(ResultsStore(tmp_path / "empty").root)  # a store with no records yet
+    assert empty.empty and {"method_spec", "dataset", "protocol", "acc"} <= set(empty.columns)  # groupby works
     with pytest.raises(clusterbench.ConfigError, match="unknown option 'sedes'"):
         clusterbench.run_grid(["kmeans"], sedes=[0])

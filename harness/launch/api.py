@@ -40,6 +40,12 @@ def run_grid(methods: Sequence[str] | None = None, datasets: Sequence[str] | Non
     return result
 
 
+#: the columns of an empty results directory's frame (a store with records has these and each metric)
+_COLUMNS = ("run_id", "status", "method", "method_spec", "dataset", "seed", "budget", "train_split",
+            "train_images_per_s", "eval_images_per_s", "wall_seconds", "reason", "protocol", "primary",
+            "acc", "nmi", "ari")
+
+
 def load_results(results: str | Path = "clusterbench-results"):
     """Every record of a results directory as a pandas DataFrame: one row per record and protocol.
 
@@ -66,4 +72,4 @@ def load_results(results: str | Path = "clusterbench-results"):
             rows.append({**base, "protocol": None})
         for name, metrics in protocols.items():
             rows.append({**base, "protocol": name, "primary": name == rec.get("primary_protocol"), **metrics})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=None if rows else [*_COLUMNS])

@@ -7,6 +7,7 @@ import argparse
 import sys
 from dataclasses import replace
 from functools import partial
+from pathlib import Path
 from typing import Any, Sequence
 
 LAUNCH_DESTS = ("grid", "workers", "gpus", "shard", "launcher")
@@ -99,12 +100,14 @@ def cmd_run(defaults: dict[str, Any], args: argparse.Namespace) -> int:
 
 
 def cmd_status(defaults: dict[str, Any], args: argparse.Namespace) -> int:
-    from clusterbench.launch.status import cell_states, render_states
+    from clusterbench.launch.status import CellState, cell_states, render_states
     from clusterbench.results.store import ResultsStore
 
-    store = ResultsStore(args.results, create=False)
     _, _, cells = grid_spec(args, defaults)
-    states = cell_states(store, cells)
+    if Path(args.results).exists():
+        states = cell_states(ResultsStore(args.results, create=False), cells)
+    else:  # nothing has run yet (e.g. right after a submission): every cell is pending
+        states = [CellState(c, "pending") for c in cells]
     print(render_states(states))
     return 0
 

@@ -66,7 +66,8 @@ def train_two_steps(method_name: str, dist, run_dir: Path) -> dict:
     ctx = RunContext(seed=0, budget=Budget(steps=STEPS), settings=EngineSettings(device="cpu"), run_dir=run_dir,
                      evaluate=lambda labels: evaluate(data.y, labels))
     with mock.patch.object(engine, "GPUAugment", FixedViews), \
-            mock.patch.object(inference, "eval_transform", eval_in_default_dtype):
+            mock.patch.object(inference, "eval_transform", eval_in_default_dtype), \
+            mock.patch.object(engine.Engine, "_maybe_checkpoint", lambda *a, **k: None):  # ~200 MB float64 each
         trained, stats = engine.Engine(method, data.without_labels(), ctx, dist).train()
     model = trained.model
     return {"loss": ctx.curve[-1]["loss"], "init": init, "world_size": stats.details["world_size"],

@@ -101,20 +101,22 @@ def test_ddp_step_equals_one_process(trained, name):
 
 
 # ---- torchrun end to end ------------------------------------------------------------------------
-def _run(tmp_path, results: str, nproc: int = 0) -> dict:
-    """``clusterbench run`` of one tiny CC cell: in this process (``nproc=0``), or under
-    ``torchrun --nproc-per-node nproc -m clusterbench``; its one record."""
-    args = ["run", "--methods", "cc[preset=smoke]", "--datasets", "synthetic[n=32,size=8]", "--seeds", "0",
+def _args(tmp_path, results: str) -> list[str]:
+    """``clusterbench run`` of one tiny CC cell into ``tmp_path/results``."""
+    return ["run", "--methods", "cc[preset=smoke]", "--datasets", "synthetic[n=32,size=8]", "--seeds", "0",
             "--budget", "steps=2", "--device", "cpu", "--protocols", "head", "--results", str(tmp_path / results),
             "--quiet"]
-    if nproc == 0:
-        assert main(args) == 0
-    else:
-        env = subprocess_env(keep=("cc", "synthetic"))
-        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
-                               "--rdzv-backend", "c10d", "--rdzv-endpoint", "localhost:0", "-m", "clusterbench",
-                               *args], env=env, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def _torchrun(tmp_path, results: str, nproc: int) -> subprocess.Popen:
+    """The same run under ``torchrun --nproc-per-node nproc -m clusterbench``, started (not awaited)."""
+    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
+                             "--rdzv-backend", "c10d", "--rdzv-endpoint", "localhost:0", "-m", "clusterbench",
+                             *_args(tmp_path, results)], env=subprocess_env(keep=("cc", "synthetic")),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _record(tmp_path, results: str) -> dict:
     records = [json.loads(p.read_text()) for p in (tmp_path / results).rglob("record.json")]
     assert len(records) == 1
     return records[0]
@@ -122,7 +124,12 @@ def _run(tmp_path, results: str, nproc: int = 0) -> dict:
 
 @pytest.mark.slow
 def test_torchrun_one_process_is_a_plain_run_and_two_processes_keep_the_run_id(tmp_path):
-    plain, one, two = _run(tmp_path, "plain"), _run(tmp_path, "one", 1), _run(tmp_path, "two", 2)
+    procs = {"one": _torchrun(tmp_path, "one", 1), "two": _torchrun(tmp_path, "two", 2)}  # side by side
+    assert main(_args(tmp_path, "plain")) == 0
+    for proc in procs.values():
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+    plain, one, two = (_record(tmp_path, r) for r in ("plain", "one", "two"))
     assert one["run_id"] == plain["run_id"] == two["run_id"]  # the world size is recorded, not hashed
     assert one["protocols"] == plain["protocols"] and one["curve"][-1]["loss"] == plain["curve"][-1]["loss"]
     assert (plain["engine"]["world_size"], one["engine"]["world_size"], two["engine"]["world_size"]) == (1, 1, 2)

@@ -4,7 +4,7 @@ A :class:`concurrent.futures.ProcessPoolExecutor` (spawn: CUDA and fork do not m
 processes, each planning the grid once (:class:`~clusterbench.launch.cells.PlannedGrid`) and
 then taking the next unfinished cell from the pool's queue.  With GPUs each worker owns one
 (``CUDA_VISIBLE_DEVICES``, round robin over ``--gpus`` if there are more workers than GPUs);
-on the CPU each worker gets CPUs/N threads.  A failed cell is recorded by the worker as in a
+each worker gets CPUs/N threads.  A failed cell is recorded by the worker as in a
 sequential run and the grid goes on; Ctrl-C terminates every worker (finished records are
 atomic, a deep run keeps its epoch checkpoint) and is re-raised.
 """
@@ -45,7 +45,7 @@ def parse_gpus(text: str | None, available: int) -> list[int]:
 
 
 def worker_threads(workers: int) -> int:
-    """Intra-op threads of one CPU worker: ``OMP_NUM_THREADS`` if set (as torch would), else the CPUs shared out."""
+    """Intra-op threads of one worker (CPU or GPU): ``OMP_NUM_THREADS`` if set (as torch would), else the CPUs shared out."""
     if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
         return int(os.environ["OMP_NUM_THREADS"])
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -57,12 +57,12 @@ def _init_worker(spec: GridSpec, results: str, gpus: Any, events: Any, threads: 
     gpu = gpus.get()
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
-    else:
-        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ.setdefault(var, str(threads))
-        import torch
+    # a GPU worker's CPU work (k-means, decoding, the host side of the step) shares the CPUs too
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, str(threads))
+    import torch
 
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)
     _WORKER.update(grid=PlannedGrid(spec, results), events=events)
 
 

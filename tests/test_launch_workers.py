@@ -1,4 +1,5 @@
-"""``run --workers N`` under Ctrl-C (issue 14): every worker stops, nothing finished is lost.
+"""``run --workers N``'s worker processes (issue 14): Ctrl-C stops them all and loses nothing
+finished; workers that cannot start stop the grid with one line saying why.
 
 A real ``clusterbench`` subprocess in its own process group runs a method whose fit is quick
 for seed 0 and sleeps for the others; once seed 0's record is written the parent gets SIGINT.
@@ -14,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from helpers import subprocess_env
+from helpers import error_lines, subprocess_env
 
 from clusterbench.cli import main
 from clusterbench.results.store import ResultsStore
@@ -130,3 +131,37 @@ def test_ctrl_c_stops_every_worker_and_keeps_what_finished(tmp_path, monkeypatch
     assert store.record_path(recs[0]["run_id"]).read_bytes() == seed0
     recs = list(store.iter_records(strict=True))
     assert sorted(r["seed"] for r in recs) == [0, 1, 2, 3] and all(r["status"] == "done" for r in recs)
+
+
+WORKERS_CANNOT_IMPORT = '''
+import multiprocessing
+if multiprocessing.parent_process() is not None:  # imports in the launching process, not in a worker
+    raise ImportError("No module named 'only_on_the_login_node'")
+'''
+
+
+def test_workers_that_cannot_start_stop_the_grid_with_why(tmp_path, monkeypatch, capsys):
+    plugin = tmp_path / "login_node_plugin.py"
+    plugin.write_text(WORKERS_CANNOT_IMPORT)
+    for key, value in subprocess_env(keep=("kmeans", "synthetic")).items():
+        monkeypatch.setenv(key, value)
+    assert main(["--plugin", str(plugin), "run", "--methods", "kmeans", "--datasets", "synthetic[n=60,size=8]",
+                 "--seeds", "0", "1", "--device", "cpu", "--workers", "2", "--results", str(tmp_path / "r")]) == 2
+    assert error_lines(capsys.readouterr().err) == [
+        f"clusterbench: error: the worker processes could not start: ConfigError: plugin file {str(plugin)!r} "
+        "failed to import: ImportError: No module named 'only_on_the_login_node'; finished runs are kept"]
+    assert not list((tmp_path / "r").glob("runs/*/record.json"))
+
+
+def test_run_grid_with_workers_in_a_script_without_main_guard_says_so(tmp_path):
+    script = tmp_path / "campaign.py"
+    script.write_text("import clusterbench\n"
+                      "clusterbench.run_grid(['kmeans'], ['synthetic[n=60,size=8]'], seeds=[0, 1], workers=1, "
+                      f"device='cpu', results={str(tmp_path / 'r')!r})\n")
+    out = subprocess.run([sys.executable, str(script)], env=subprocess_env(keep=("kmeans", "synthetic")),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("clusterbench.errors.WorkersDidNotStart: the worker processes could not start: "), last
+    assert "`if __name__ == \"__main__\":`" in last and "BrokenProcessPool" not in out.stderr
+    assert not list((tmp_path / "r").glob("runs/*/record.json"))

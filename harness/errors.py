@@ -6,7 +6,8 @@
     ├── DataError (ValueError)      missing, unreadable or malformed data; the message names the file
     ├── RecordError (ValueError)    a record on disk that is not valid (old format, hand edit, truncated)
     ├── TrainingDiverged (RuntimeError)   the loss became NaN/inf: the cell is recorded as failed
-    └── GraphUnavailable (RuntimeError)   a training step could not be captured as a CUDA graph
+    ├── GraphUnavailable (RuntimeError)   a training step could not be captured as a CUDA graph
+    └── WorkersDidNotStart (RuntimeError) ``--workers``: the worker processes died before running a cell
 
 Inside a grid, an exception from one cell fails that cell only (see ``clusterbench.runner``).
 """
@@ -47,3 +48,9 @@ class TrainingDiverged(ClusterbenchError, RuntimeError):
 
 class GraphUnavailable(ClusterbenchError, RuntimeError):
     """A training step could not be captured as a CUDA graph; the message says why."""
+
+
+class WorkersDidNotStart(ClusterbenchError, RuntimeError):
+    """The worker processes of ``--workers N`` / ``run_grid(workers=N)`` died before running a cell
+    (an error in their start-up, a script without a ``__main__`` guard): the grid stops with why,
+    instead of failing every cell with ``BrokenProcessPool``."""

@@ -6,7 +6,9 @@ then taking the next unfinished cell from the pool's queue.  With GPUs each work
 (``CUDA_VISIBLE_DEVICES``, round robin over ``--gpus`` if there are more workers than GPUs);
 each worker gets CPUs/N threads.  A failed cell is recorded by the worker as in a
 sequential run and the grid goes on; Ctrl-C terminates every worker (finished records are
-atomic, a deep run keeps its epoch checkpoint) and is re-raised.
+atomic, a deep run keeps its epoch checkpoint) and is re-raised.  Workers that die before
+running a cell (their start-up raised, or a script without a ``__main__`` guard re-ran the
+grid in them) stop the grid with :class:`~clusterbench.errors.WorkersDidNotStart` saying why.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import os
 import queue
 import signal
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Sequence
 
-from clusterbench.errors import ClusterbenchError, ConfigError
+from clusterbench.errors import ClusterbenchError, ConfigError, WorkersDidNotStart
 from clusterbench.launch.cells import PlannedCell, PlannedGrid
 from clusterbench.launch.progress import GridProgress
 from clusterbench.launch.spec import GridSpec
@@ -53,7 +56,19 @@ def worker_threads(workers: int) -> int:
 
 
 def _init_worker(spec: GridSpec, results: str, gpus: Any, events: Any, threads: int) -> None:
+    """Set this worker up; if that fails, tell the parent why (one line) and exit without a traceback."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and ends the workers
+    try:
+        _set_up_worker(spec, results, gpus, events, threads)
+    except BaseException as exc:  # noqa: BLE001 - whatever it is, the parent reports it
+        events.put(("start failed", -1, 0.0, f"{type(exc).__name__}: {exc}"))
+        events.close()
+        events.join_thread()  # the message reaches the parent before this process goes
+        os._exit(1)
+    events.put(("ready", -1, 0.0, ""))
+
+
+def _set_up_worker(spec: GridSpec, results: str, gpus: Any, events: Any, threads: int) -> None:
     gpu = gpus.get()
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
@@ -85,11 +100,14 @@ def run_pool(spec: GridSpec, results: str | Path, cells: Sequence[PlannedCell], 
     futures: dict[Future, PlannedCell] = {pool.submit(_run_in_worker, c, force): c for c in cells}
     outcomes: dict[int, CellOutcome] = {}
     pending = set(futures)
+    starts = _Starts()
     try:
         while pending:
             finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-            _drain(events, progress, {c.index: c for c in cells})
+            _drain(events, progress, {c.index: c for c in cells}, starts)
             for fut in finished:
+                if isinstance(fut.exception(), BrokenProcessPool):
+                    starts.check(ctx.get_start_method())
                 cell = futures[fut]
                 outcomes[cell.index] = _outcome(fut, cell)
                 progress.finished(cell.index, cell.label, outcomes[cell.index])
@@ -110,13 +128,35 @@ def _outcome(fut: Future, cell: PlannedCell) -> CellOutcome:
         return cell.outcome("failed", reason=f"worker process failed: {type(exc).__name__}: {exc}")
 
 
-def _drain(events: Any, progress: GridProgress, cells: dict[int, PlannedCell]) -> None:
+class _Starts:
+    """What the workers said of their start-up: how many are ready, why any could not start."""
+
+    def __init__(self) -> None:
+        self.ready = 0
+        self.failures: list[str] = []
+
+    def check(self, start_method: str) -> None:
+        """The pool broke: raise WorkersDidNotStart if that was a worker's start-up (else a cell's death)."""
+        if self.ready and not self.failures:
+            return
+        why = self.failures[0] if self.failures else "they exited before setting up (their error is printed above)"
+        hint = ("; if run_grid(..., workers=N) is called from a script, put the call under "
+                "`if __name__ == \"__main__\":` (workers are started with spawn, which imports the script)"
+                if start_method == "spawn" and not self.failures else "")
+        raise WorkersDidNotStart(f"the worker processes could not start: {why}{hint}; finished runs are kept")
+
+
+def _drain(events: Any, progress: GridProgress, cells: dict[int, PlannedCell], starts: _Starts) -> None:
     while True:
         try:
             kind, index, frac, msg = events.get_nowait()
         except queue.Empty:
             return
-        if kind == "started":
+        if kind == "ready":
+            starts.ready += 1
+        elif kind == "start failed":
+            starts.failures.append(msg)
+        elif kind == "started":
             progress.started(index, cells[index].label)
         else:
             progress.progress(index, frac, msg)

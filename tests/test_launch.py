@@ -90,6 +90,19 @@ def test_launcher_local_gives_the_sequential_records(env, sequential):
     assert list((env / "local" / ".submitit").iterdir())  # it went through submitit
 
 
+def test_launcher_local_with_two_tasks_per_node_trains_each_cell_with_ddp(env, sequential):
+    """--slurm-tasks-per-node 2 through submitit's local executor: two gloo ranks per job, the same cells."""
+    res = env / "ddp"
+    assert run(env, *GRID, "--results", str(res), "--launcher", "local", "--slurm-tasks-per-node", "2") == 1
+    recs = {r["run_id"]: r for r in records_in(res)}
+    assert sorted(recs) == sorted(r[0] for r in sequential)  # the run ids do not depend on the ranks
+    cc = [r for r in recs.values() if r["method"] == "cc"]
+    assert len(cc) == 2 and all(r["status"] == "done" and r["engine"]["world_size"] == 2 for r in cc)
+    assert all(r["stats"]["steps"] == 2 and r["stats"]["batch_size"] == 16 for r in cc)  # the global batch
+    kmeans = [r for r in recs.values() if r["method"] == "kmeans"]
+    assert {same_result(r) for r in kmeans} <= set(sequential)  # not deep: rank 0 alone, as sequential
+
+
 def test_a_grid_file_is_the_command_line_and_is_recorded(env, sequential, tmp_path):
     grid = tmp_path / "grid.yaml"
     grid.write_text("methods: [kmeans, {cc: {preset: smoke}}, boom]\ndatasets: ['synthetic[n=64,size=16]']\n"
@@ -194,3 +207,22 @@ def test_run_grid_and_load_results(env, tmp_path):
     assert empty.empty and {"method_spec", "dataset", "protocol", "acc"} <= set(empty.columns)  # groupby works
     with pytest.raises(clusterbench.ConfigError, match="unknown option 'sedes'"):
         clusterbench.run_grid(["kmeans"], sedes=[0])
+
+
+def test_slurm_parameters_from_the_flags():
+    """What `--launcher slurm` asks sbatch for (no SLURM here: the executor's parameters are the contract)."""
+    import argparse
+
+    from clusterbench.launch.submit import slurm_parameters
+
+    base = dict(slurm_time=90, slurm_gpus_per_task=1, slurm_cpus_per_task=8, slurm_array_parallelism=16,
+                slurm_partition="gpu", slurm_mem="32G", slurm_opt=["account=proj", "constraint=h100"])
+    one = slurm_parameters(argparse.Namespace(**base, slurm_tasks_per_node=1))
+    assert one == {"time": 90, "gpus_per_task": 1, "cpus_per_task": 8, "array_parallelism": 16,
+                   "ntasks_per_node": 1, "partition": "gpu", "mem": "32G", "job_name": "clusterbench",
+                   "additional_parameters": {"account": "proj", "constraint": "h100"}}
+    four = slurm_parameters(argparse.Namespace(**base, slurm_tasks_per_node=4))
+    # four ranks share the node's GPUs (rank r on cuda:r), not one bound GPU each
+    assert four["ntasks_per_node"] == 4 and four["gpus_per_node"] == 4 and "gpus_per_task" not in four
+    with pytest.raises(Exception, match="--slurm-opt account: expected KEY=VALUE"):
+        slurm_parameters(argparse.Namespace(**{**base, "slurm_opt": ["account"]}, slurm_tasks_per_node=1))

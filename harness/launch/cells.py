@@ -10,6 +10,7 @@ function the sequential runner uses, so records do not depend on where a cell ra
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -54,8 +55,12 @@ class PlannedGrid:
     def __init__(self, spec: GridSpec, results: str | Path | None = None) -> None:
         from clusterbench.cli import plan_run  # the one place run's flags become a grid
 
+        from clusterbench.train.distributed import init_from_env
+
         self.spec = spec
         self.registry, self.grid, self.budget, self.settings = plan_run(spec.namespace())
+        # one of several ranks of a job (--slurm-tasks-per-node): join the group, train on cuda:LOCAL_RANK
+        self.settings = dataclasses.replace(self.settings, device=init_from_env(self.settings.device)[1])
         self.store = GridStore(results, spec.source) if results is not None else None
         self._data: dict[int, tuple[Any, str]] = {}
 

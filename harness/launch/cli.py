@@ -27,6 +27,8 @@ def add_launch_commands(sub: Any, run: argparse.ArgumentParser, parents: Sequenc
     s.add_argument("--slurm-partition")
     s.add_argument("--slurm-time", type=int, default=24 * 60, metavar="MINUTES", help="per task (default 1440)")
     s.add_argument("--slurm-gpus-per-task", type=int, default=1, metavar="N")
+    s.add_argument("--slurm-tasks-per-node", type=int, default=1, metavar="N",
+                   help="ranks per task that train each cell together with DDP (default 1; --launcher local too)")
     s.add_argument("--slurm-cpus-per-task", type=int, default=8, metavar="N")
     s.add_argument("--slurm-mem", metavar="SIZE", help="per task, e.g. 32G")
     s.add_argument("--slurm-array-parallelism", type=int, default=256, metavar="N", help="tasks running at once")

@@ -7,12 +7,15 @@ Each task runs a round-robin part of the cells (one cell per task by default on 
 cells again, where finished ones are skipped and an interrupted deep run resumes from its
 epoch checkpoint (``--force`` applies only to a cell's first start).  ``local`` is submitit's
 :class:`~submitit.LocalExecutor` (one process per task, one GPU each), waited for here;
-``slurm`` submits and returns: ``clusterbench status`` follows the cells.
+``slurm`` submits and returns: ``clusterbench status`` follows the cells.  With
+``--slurm-tasks-per-node N`` a task is N processes that train each of its cells together with
+DDP (:func:`join_job_ranks`; the same code path as ``torchrun``, rank 0 writes).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -35,6 +38,7 @@ class CellsTask(submitit.helpers.Checkpointable):
         self.started: set[int] = set()  # cells begun by an earlier attempt of this task: never forced again
 
     def __call__(self, spec: GridSpec, results: str, cells: Sequence[PlannedCell], force: bool) -> list[CellOutcome]:
+        join_job_ranks()
         grid = PlannedGrid(spec, results)
         out = []
         for c in cells:
@@ -42,6 +46,15 @@ class CellsTask(submitit.helpers.Checkpointable):
             self.started.add(c.index)
             out.append(grid.run(c.key, force=force and not again))
         return out
+
+
+def join_job_ranks() -> None:
+    """Several tasks in one job (``--slurm-tasks-per-node N``): export torch's rendezvous variables
+    (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT) from the job's environment through submitit,
+    so each task joins one DDP process group exactly as under torchrun (every GPU of the node
+    stays visible: rank r trains on ``cuda:LOCAL_RANK``)."""
+    if submitit.JobEnvironment().num_tasks > 1 and "RANK" not in os.environ:
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
 
 def slurm_parameters(args: argparse.Namespace) -> dict[str, Any]:
@@ -52,11 +65,23 @@ def slurm_parameters(args: argparse.Namespace) -> dict[str, Any]:
         if not sep or not key.strip():
             raise ConfigError(f"--slurm-opt {item}: expected KEY=VALUE, e.g. --slurm-opt account=abc")
         extra[key.strip().replace("-", "_")] = value.strip()
-    params = {"time": args.slurm_time, "gpus_per_task": args.slurm_gpus_per_task or None,
+    ranks = tasks_per_node(args)
+    # one rank: its GPU(s) bound to the task; several: the node's GPUs visible to every rank (cuda:LOCAL_RANK)
+    gpus = {"gpus_per_task": args.slurm_gpus_per_task or None} if ranks == 1 else \
+        {"gpus_per_node": ranks * args.slurm_gpus_per_task if args.slurm_gpus_per_task else None}
+    params = {"time": args.slurm_time, **gpus,
               "cpus_per_task": args.slurm_cpus_per_task, "array_parallelism": args.slurm_array_parallelism,
-              "ntasks_per_node": 1, "partition": args.slurm_partition, "mem": args.slurm_mem,
+              "ntasks_per_node": ranks, "partition": args.slurm_partition, "mem": args.slurm_mem,
               "job_name": "clusterbench", "additional_parameters": extra}
     return {k: v for k, v in params.items() if v not in (None, {}, "")}
+
+
+def tasks_per_node(args: argparse.Namespace) -> int:
+    """``--slurm-tasks-per-node``: the ranks that train each cell together (DDP); 1 = no DDP."""
+    n = getattr(args, "slurm_tasks_per_node", 1) or 1
+    if n < 1:
+        raise ConfigError(f"--slurm-tasks-per-node {n}: must be >= 1")
+    return n
 
 
 def submit(spec: GridSpec, store: GridStore, cells: Sequence[PlannedCell], args: argparse.Namespace,
@@ -81,8 +106,11 @@ def submit(spec: GridSpec, store: GridStore, cells: Sequence[PlannedCell], args:
     ex = submitit.LocalExecutor(folder)
     jobs = []
     for i, group in enumerate(groups):
-        ex.update_parameters(timeout_min=args.slurm_time, **({"gpus_per_node": 1, "visible_gpus": (i % _gpu_count(),)}
-                                                              if gpus else {}))
+        ranks = tasks_per_node(args)
+        ex.update_parameters(timeout_min=args.slurm_time, tasks_per_node=ranks,
+                             **({"gpus_per_node": ranks, "visible_gpus": tuple((i * ranks + r) % _gpu_count()
+                                                                              for r in range(ranks))}
+                                if gpus else {}))
         jobs.append(ex.submit(CellsTask(), spec, str(store.root), group, args.force))
     return _wait(jobs, groups, GridProgress(reporter, len(cells) + skipped))
 

@@ -44,8 +44,8 @@ PROTOCOL_DOC = {
 #: the mark a measured row's method gets, and its footnote, by provenance (faithful ones get none)
 MARKS = {
     "reconstruction": ("†", "† reconstruction: neither the paper's method section nor official code was readable; "
-                            "the plugin is built from the closest sources there are (its provenance line, `clusterbench info`), "
-                            "not a reproduction of the paper's method."),
+                            "the plugin is built from the closest sources there are (see its provenance in "
+                            "clusterbench info), not a reproduction of the paper's method."),
     "unspecified": ("‡", "‡ provenance not declared by the plugin: treated as a reconstruction (no Δ)."),
     "unknown": ("‡", "‡ provenance unknown: an older record that does not say how faithfully the plugin follows "
                      "its paper; treated as a reconstruction (no Δ)."),

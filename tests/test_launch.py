@@ -226,3 +226,29 @@ def test_slurm_parameters_from_the_flags():
     assert four["ntasks_per_node"] == 4 and four["gpus_per_node"] == 4 and "gpus_per_task" not in four
     with pytest.raises(Exception, match="--slurm-opt account: expected KEY=VALUE"):
         slurm_parameters(argparse.Namespace(**{**base, "slurm_opt": ["account"]}, slurm_tasks_per_node=1))
+
+
+def test_a_machine_without_a_gpu_plans_the_cells_a_gpu_runs(env, tmp_path, capsys):
+    """`status --device cuda` (and SLURM's GPU tasks) on a CPU-only machine name the run ids a GPU
+    writes (bf16, compiled): a login node or laptop sees which GPU cells are finished."""
+    from clusterbench.cli import build_parser
+    from clusterbench.launch.cli import grid_spec
+    from clusterbench.settings import EngineSettings
+
+    grid = ["--methods", "cc[preset=smoke]", "--datasets", "synthetic[n=64,size=16]", "--seeds", "0",
+            "--budget", "steps=2", "--results", str(tmp_path / "r")]
+    ids = {}
+    for device in ("cuda", "cpu"):
+        assert main(["status", *grid, "--device", device]) == 0
+        ids[device] = [ln.split()[-1] for ln in capsys.readouterr().out.splitlines() if ln.startswith("pending")]
+    args = build_parser().parse_args(["status", *grid, "--device", "cpu"])
+    _, planned, (cell,) = grid_spec(args, args.func.args[0])
+    gpu = EngineSettings(device="cuda", precision="bf16", compile=True)
+    want = planned.grid.cell(cell.key, planned.dataset(cell.key.dataset)[1], planned.budget, gpu)[1].run_id
+    assert ids["cuda"] == [want] and ids["cpu"] == [cell.run_id] != [want]
+    # `run --launcher slurm` with GPU tasks plans (to skip what is finished) and sends the same cells
+    args = build_parser().parse_args(["run", *grid, "--launcher", "slurm", "--slurm-gpus-per-task", "1"])
+    spec, _, (slurm_cell,) = grid_spec(args, args.func.args[0])
+    assert slurm_cell.run_id == want and spec.values["compile"] is True and spec.values["device"] == "cuda"
+    assert main(["run", *grid, "--device", "cuda"]) == 2  # a run still needs the GPU it names
+    assert "no CUDA GPU is available" in capsys.readouterr().err

@@ -70,7 +70,13 @@ def test_report_shows_both_tables_under_the_leaderboard(store, capsys):
     assert rows["curvy"][2] != "–" and slow[2] == "–"  # at 0.06 s curvy has its first point, the slow one none yet
     assert rows["curvy"][3] == slow[3] == "–"          # at 0.6 s both had stopped (0.24 s and 0.48 s)
     costs = out.split("#### synthetic: cost per cell")[1]
-    assert "| curvy" in costs and "kmeans" not in costs  # deep cells only: k-means has no training loop
+    crow = {ln.split("|")[1].strip(): [c.strip() for c in ln.strip("|").split("|")]
+            for ln in costs.splitlines() if ln.startswith("| ")}
+    head = crow["Method"]
+    km = dict(zip(head, crow["kmeans[nredo=1]"]))  # no training loop: a CPU row with – for training columns
+    assert km["Device"] == "cpu" and km["Setup s"] == km["Train s"] == km["Train img/s"] == "–"
+    assert km["Minutes"] != "–" and dict(zip(head, crow["curvy"]))["Train img/s"] != "–"
+    assert not {"Train img/s", "Wall s"} & set(table_rows(out, "synthetic")[0])  # costs live in one table
     assert {r["Method"] for r in table_rows(out, "synthetic")} >= {"curvy", "kmeans[nredo=1]"}  # leaderboard intact
     for fmt, marker in (("latex", r"\caption{Equal GPU time on synthetic"), ("html", "<caption>Cost per cell: ")):
         rc, out, _ = report(capsys, plugin, results, "--format", fmt)

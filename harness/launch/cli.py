@@ -55,14 +55,18 @@ def scaled(args: argparse.Namespace) -> bool:
     return any(getattr(args, d, None) is not None for d in LAUNCH_DESTS)
 
 
-def grid_spec(args: argparse.Namespace, defaults: dict[str, Any]):
-    """The :class:`GridSpec` of ``run``/``status``'s flags (``--grid`` applied), planned and checked."""
+def grid_spec(args: argparse.Namespace, defaults: dict[str, Any], planning_only: bool = False):
+    """The :class:`GridSpec` of ``run``/``status``'s flags (``--grid`` applied), planned and checked.
+
+    ``planning_only`` (``status``): ``--device cuda`` plans the cells a GPU would run even where
+    there is none (a login node, a laptop), since a GPU cell's run id differs from a CPU cell's.
+    """
     from clusterbench.launch.cells import PlannedGrid, plan_cells
     from clusterbench.launch.spec import GridSpec, apply_grid_file
 
     source = apply_grid_file(args, defaults) if args.grid else None
+    target = _task_device(args, planning_only)  # before the spec: it sets the GPU's --compile default
     spec = GridSpec.from_args(args, source)
-    target = _task_device(args)
     if target is None:
         planned, cells = plan_cells(spec)
     else:  # plan here, on a login node without GPUs, the cells the tasks will run on theirs
@@ -77,9 +81,12 @@ def grid_spec(args: argparse.Namespace, defaults: dict[str, Any]):
     return spec, planned, cells
 
 
-def _task_device(args: argparse.Namespace) -> str | None:
-    """The device SLURM tasks with GPUs will run on (not this machine's), with run's GPU defaults; None otherwise."""
-    if getattr(args, "launcher", None) != "slurm" or not args.slurm_gpus_per_task or args.device not in ("auto", "cuda"):
+def _task_device(args: argparse.Namespace, planning_only: bool = False) -> str | None:
+    """The device the cells will run on when it is not this machine's, with run's GPU defaults:
+    SLURM tasks with GPUs, or ``status --device cuda[:N]``; None: this machine's."""
+    gpu_tasks = getattr(args, "launcher", None) == "slurm" and args.slurm_gpus_per_task \
+        and args.device in ("auto", "cuda")
+    if not (gpu_tasks or (planning_only and args.device.startswith("cuda"))):
         return None
     if args.compile is None:
         args.compile = True  # what --compile defaults to on a GPU
@@ -105,7 +112,7 @@ def cmd_status(defaults: dict[str, Any], args: argparse.Namespace) -> int:
     from clusterbench.launch.status import CellState, cell_states, render_states
     from clusterbench.results.store import ResultsStore
 
-    _, _, cells = grid_spec(args, defaults)
+    _, _, cells = grid_spec(args, defaults, planning_only=True)
     if Path(args.results).exists():
         states = cell_states(ResultsStore(args.results, create=False), cells)
     else:  # nothing has run yet (e.g. right after a submission): every cell is pending

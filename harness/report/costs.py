@@ -114,7 +114,8 @@ def equal_time_table(records: Sequence[dict[str, Any]], method_of: dict[str, str
 
 
 _COST_COLUMNS = (("setup_seconds", "Setup s"), ("train_seconds", "Train s"),
-                 ("train_images_per_s", "Train img/s"), ("gpu_peak_mb", "Peak GPU MB"))
+                 ("train_images_per_s", "Train img/s"), ("eval_images_per_s", "Eval img/s"),
+                 ("gpu_peak_mb", "Peak GPU MB"))
 
 
 def _minutes(rec: dict[str, Any]) -> float | None:
@@ -128,9 +129,11 @@ def _cost_mean(recs: Sequence[dict[str, Any]], value: Callable[[dict[str, Any]],
 
 
 def cost_table(records: Sequence[dict[str, Any]], method_of: dict[str, str]) -> pd.DataFrame | None:
-    """One row per (method, budget, cell kind) of deep cells; None if there are none."""
-    # deep cells: shallow baselines (no budget, no training loop) cost seconds and are left out
-    trained = [r for r in records if r.get("budget") and (r.get("cost") or {}).get("train_seconds") is not None]
+    """One row per (method, budget, cell kind) of finished cells; None if there are none.
+
+    Shallow baselines (no training loop) get a row too, with – for the training columns.
+    """
+    trained = [r for r in records if (r.get("cost") or {}).get("wall_seconds") is not None]
     if not trained:
         return None
     rows = []
@@ -140,9 +143,11 @@ def cost_table(records: Sequence[dict[str, Any]], method_of: dict[str, str]) -> 
             if sub:
                 env = sub[0].get("env") or {}
                 rows.append({"Method": method, "Budget": budget, "Cell": cell,
-                             "Device": str(env.get("gpu") or env.get("device") or "?"),
+                             "Device": str(env.get("gpu") or env.get("device") or "?") if sub[0].get("budget")
+                             else "cpu",
                              "Minutes": _cost_mean(sub, _minutes),
                              **{title: _cost_mean(sub, lambda r, k=key: (r.get("cost") or {}).get(k))
+                                if sub[0].get("budget") or key == "eval_images_per_s" else "–"
                                 for key, title in _COST_COLUMNS},
                              "Seeds": str(len({r["seed"] for r in sub}))})
     return pd.DataFrame(rows)
@@ -150,7 +155,7 @@ def cost_table(records: Sequence[dict[str, Any]], method_of: dict[str, str]) -> 
 
 def extras_for(records: Sequence[dict[str, Any]], method_of: dict[str, str],
                minutes: Sequence[float] = DEFAULT_MINUTES) -> list[Extra]:
-    """The tables under one dataset's leaderboard (none for shallow-only datasets)."""
+    """The tables under one dataset's leaderboard: equal GPU time (deep methods only) and cost per cell."""
     out = []
     eq = equal_time_table(records, method_of, minutes)
     if eq is not None:
@@ -162,7 +167,8 @@ def extras_for(records: Sequence[dict[str, Any]], method_of: dict[str, str],
     ct = cost_table(records, method_of)
     if ct is not None:
         out.append(Extra("Cost per cell", ct,
-                         "Means over seeds. Minutes: wall time × GPUs (setup, training, evaluation); Setup s: "
-                         "compile, graph capture and warm-up, outside the training clock; Peak GPU MB: "
-                         "torch's peak allocation."))
+                         "Means over seeds. Minutes: wall time × GPUs (setup, training, evaluation; a CPU cell's "
+                         "wall time); Setup s: compile, graph capture and warm-up, outside the training clock; "
+                         "Eval img/s: inference throughput; Peak GPU MB: torch's peak allocation; – where a "
+                         "cell has no such phase (shallow baselines have no training loop)."))
     return out

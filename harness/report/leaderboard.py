@@ -30,7 +30,7 @@ from clusterbench.api import FAITHFUL
 from clusterbench.report.aggregate import (COSTS, METRICS, aggregate, failed_runs, finished, label_runs,
                                            records_to_frame)
 from clusterbench.report.costs import DEFAULT_MINUTES, Extra, check_marks, extras_for
-from clusterbench.report.fmt import cost, mean_std
+from clusterbench.report.fmt import mean_std
 
 __all__ = ["Leaderboard", "Table", "build_leaderboard", "build_tables", "reported_index", "base_method",
            "records_to_frame", "aggregate", "failed_runs", "METRICS", "COSTS", "PROTOCOL_DOC", "MARKS", "provenance_of"]
@@ -156,8 +156,6 @@ def _paper_row(key: tuple[str, str, str], entry: dict[str, Any], r: pd.Series,
             rep[title] = f"{v:.3f}"
         else:
             rep[title] = f"{v:.3f} (Δ {mean - v:+.3f})"
-    for _, title in COSTS:
-        rep[title] = "–"
     rep["Seeds"] = "–"
     rep["Source"] = f"{what} [{ref}]"
     return rep
@@ -184,8 +182,6 @@ def _table(dataset: str, sub: pd.DataFrame, index: PaperIndex) -> Table:
             row[title] = mean_std(mean, r[f"{key}_std"])
             if not (isinstance(mean, float) and math.isnan(mean)) and mean == bests[key]:
                 marks.add(title)
-        for key, title in COSTS:
-            row[title] = cost(r[f"{key}_mean"])
         row["Seeds"] = str(int(r["seeds"]))
         if index:
             row["Source"] = "measured"

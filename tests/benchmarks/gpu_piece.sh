@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# One piece of a grid on the device machine: install, run the cells named by the arguments into
+# R (stopped at LIMIT seconds), then pack R's records (no checkpoints) into OUT/piece.tgz.
+# Usage: tests/benchmarks/gpu_piece.sh OUT LIMIT CLUSTERBENCH-RUN-ARGS...
+set -u
+OUT=$1 LIMIT=$2; shift 2
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+  && export PYTHONPATH=/tmp/site || exit 1
+python3 -m pip install -q --no-deps --no-build-isolation -e . || exit 1
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+mkdir -p R
+PYTHONUNBUFFERED=1 timeout "$LIMIT" clusterbench run --results R --quiet "$@" 2>&1 | tee "$OUT/log.txt"
+echo "exit ${PIPESTATUS[0]}" | tee -a "$OUT/log.txt"
+tar --exclude='*.pt' -czf "$OUT/piece.tgz" R

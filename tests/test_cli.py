@@ -245,9 +245,11 @@ def test_report_latex(default_run, capsys):
     assert r"\caption{Clustering results on digits" in out
     assert out.count(r"\textbf{") >= 3  # the best ACC, NMI, ARI
     assert r"$\pm$" in out and "±" not in out.replace(r"$\pm$", "")
-    body = [ln for ln in out.splitlines() if ln.startswith("kmeans")]
-    assert len(body) == 2 and all(ln.endswith(r"\\") for ln in body)
-    assert all(ln.count("&") == body[0].count("&") for ln in body)
+    leaderboard, cost = out.split(r"\end{table}")[:2]  # the leaderboard first, then the cost per cell
+    for table in (leaderboard, cost):
+        body = [ln for ln in table.splitlines() if ln.startswith("kmeans")]
+        assert len(body) == 2 and all(ln.endswith(r"\\") for ln in body)  # one row per method
+        assert all(ln.count("&") == body[0].count("&") for ln in body)
 
 
 def test_report_csv(default_run, capsys):

@@ -38,14 +38,17 @@ choice for quick comparisons, not the paper's setting.
 objective (L_ins + L_clu, temperatures, M, projectors, augmentation and its per-dataset
 recipe) on ``fast``'s model and resolution, trained with SGD (momentum 0.9, lr 0.2, weight
 decay 5e-4 on every parameter) and a cosine schedule from lr to 0 over the budget, no
-warm-up, batch 256.  Its provenance, as each of its records says: "objective from official
-code; optimiser and schedule chosen by the harness, see results/recipes/".  The starting
-point is an outside measurement quoted in the issue (a plugin swapping only CC's optimiser,
-``fast`` preset, CIFAR-10, 100 epochs: head ACC 0.557 against 0.470 for the official Adam);
-the search that settles the recipe, and its results, are in ``results/recipes/``.  The
-optimiser and schedule are :class:`clusterbench.OptimizerChoice`'s (the harness's, shared);
-CC only chooses them, and its defaults are the paper's: Adam, lr 3e-4, no weight decay,
-constant (the official ``train.py:107`` builds Adam and never changes its lr).
+warm-up, batch 256.  Its provenance, as each of its records says:
+
+    objective from official code; optimiser and schedule chosen by the harness, see results/recipes/
+
+The starting point is an outside measurement quoted in the issue (a plugin swapping only
+CC's optimiser, ``fast`` preset, CIFAR-10, 100 epochs: head ACC 0.557 against 0.470 for the
+official Adam); the search that settles the recipe, and its results, are in
+``results/recipes/``.  The optimiser and schedule are built by the harness
+(:class:`clusterbench.OptimizerChoice`, shared by any method); CC only chooses them, and its
+defaults are the paper's: Adam, lr 3e-4, no weight decay, constant (the official
+``train.py:107`` builds Adam and never changes its lr).
 """
 
 from __future__ import annotations
@@ -128,14 +131,13 @@ class CC(CCObjective, OptimizerChoice, DeepMethod):
         weight_decay: float = param(0.0, "L2 weight decay (the optimiser's weight_decay)", "§4.2: none")
         optimizer: str = param("adam", "optimiser: adam | sgd", "§4.2: Adam (official train.py:107)",
                                choices=("adam", "sgd"), unhashed_default=True)
-        momentum: float = param(0.9, "SGD momentum (optimizer=sgd only; 0.9 as SCAN's and SimCLR's CIFAR SGD)", None,
-                                minimum=0.0, below=1.0,
-                                unhashed_default=True)
+        momentum: float = param(0.9, "SGD momentum (optimizer=sgd only; 0.9 as SCAN's and SimCLR's SGD)",
+                                None, minimum=0.0, below=1.0, unhashed_default=True)
         schedule: str = param("constant", "lr schedule over the budget: constant | cosine (to 0)",
-                              "§4.2: a fixed lr (official train.py:118-124 never changes it)",
+                              "official train.py:118-124: the lr is never changed",
                               choices=("constant", "cosine"), unhashed_default=True)
         warmup: float = param(0.0, "fraction of the budget with a linear lr warm-up first (0 = none)",
-                              "§4.2: none", minimum=0.0, below=1.0, unhashed_default=True)
+                              "official train.py: none", minimum=0.0, below=1.0, unhashed_default=True)
         jitter_strength: float = param(0.5, "colour-jitter strength s (per dataset: see recipes)",
                                        "official train.py:50: s=0.5 (CIFAR)")
         blur: bool = param(False, "Gaussian blur with p=0.5 (per dataset: see recipes)",

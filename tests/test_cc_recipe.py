@@ -128,3 +128,25 @@ def test_run_ids_of_paper_and_fast_cells_are_unchanged():
                    rec["protocols_requested"])
     assert cell.run_id == rec["run_id"] == "cc--cifar10--s0--5433a009e7a1"
     assert set(rec["params"]) | {"optimizer", "momentum", "schedule", "warmup"} == set(method.params_dict())
+
+
+RECIPES = Path(__file__).resolve().parents[1] / "results" / "recipes"
+
+
+def test_the_committed_search_files_are_grids_of_the_cifar32_recipe():
+    from clusterbench.launch.spec import read_grid_file
+
+    reg = load_registry()
+    one, _ = read_grid_file(RECIPES / "cc-cifar10-stage1.yaml")
+    assert one["seeds"] == [0] and one["budget"] == ["epochs=100"] and one["protocols"] == ["head", "kmeans"]
+    assert one["datasets"] == ["cifar10[path=.data/cifar10_jpeg_imagefolder.tar.gz]"]
+    assert 1 < len(one["methods"]) <= 8
+    methods = [reg.make_method(m, dataset="cifar10") for m in one["methods"]]
+    assert all(PluginRef.parse(m).opts["preset"] == "cifar32" for m in one["methods"])
+    params = [m.params for m in methods]
+    assert len(set(params)) == len(params)  # no two candidates are the same cell
+    assert params[0] == CC.resolve_params(preset="cifar32", dataset="cifar10")  # the starting point first
+    assert all((p.optimizer, p.schedule, p.backbone) == ("sgd", "cosine", "resnet18") for p in params)
+    two, _ = read_grid_file(RECIPES / "cc-cifar10-stage2.yaml")
+    assert two["methods"] == ["cc[preset=cifar32]"] and two["seeds"] == [0, 1, 2]
+    assert two["datasets"] == one["datasets"] and two["budget"] == ["epochs=500"]

@@ -388,6 +388,12 @@ class Method(abc.ABC):
                        dataset: str | None = None) -> Any:
         """Defaults, then the ``dataset``'s recipe (:attr:`recipes`), then the preset, then explicit
         overrides (strings are parsed to the field's type)."""
+        return cls._resolve(overrides, preset, dataset)
+
+    @classmethod
+    def _resolve(cls, overrides: Mapping[str, Any] | None, preset: str | None, dataset: str | None) -> Any:
+        """:meth:`resolve_params`' work (the harness's own resolutions, e.g. the paper setting a
+        record is compared with, call it directly: a spec is still parsed once per grid)."""
         values: dict[str, Any] = dict(cls.recipes[dataset].params) if dataset in cls.recipes else {}
         if preset is not None:
             if preset not in cls.presets:
@@ -436,8 +442,7 @@ class Method(abc.ABC):
         parameter that differs as ``{"paper": ..., "run": ...}``, however it was set (a preset
         or an option); ``provenance`` is the :class:`Preset`'s sentence, if it has one.
         """
-        paper = dataclasses.asdict(cls.resolve_params({}, preset="paper" if "paper" in cls.presets else None,
-                                                      dataset=dataset))
+        paper = dataclasses.asdict(cls._resolve({}, "paper" if "paper" in cls.presets else None, dataset))
         run = dataclasses.asdict(params)
         changed = {k: {"paper": paper.get(k), "run": v} for k, v in run.items() if paper.get(k) != v}
         return {"preset": preset, "paper": not changed, "changed": changed,

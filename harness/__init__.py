@@ -14,7 +14,7 @@ import importlib
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from clusterbench.api import Dataset, ImageData, Method, Recipe, TrainStats, param
+from clusterbench.api import Dataset, ImageData, Method, Preset, Recipe, TrainStats, param
 from clusterbench.budget import Budget
 from clusterbench.context import RunContext
 from clusterbench.errors import (
@@ -39,6 +39,10 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree th
 _LAZY = {
     "DeepMethod": "clusterbench.train.deep",
     "DeepParams": "clusterbench.train.deep",
+    "OptimizerChoice": "clusterbench.train.optim",
+    "OptimizerParams": "clusterbench.train.optim",
+    "build_optimizer": "clusterbench.train.optim",
+    "lr_schedule": "clusterbench.train.optim",
     "Trained": "clusterbench.train.inference",
     "AugmentSpec": "clusterbench.train.augment",
     "ResNetBackbone": "clusterbench.train.backbones",
@@ -79,7 +83,10 @@ __all__ = [
     "GraphUnavailable",
     "ImageData",
     "Method",
+    "OptimizerChoice",
+    "OptimizerParams",
     "PluginError",
+    "Preset",
     "Recipe",
     "RecordError",
     "ResNetBackbone",
@@ -91,6 +98,7 @@ __all__ = [
     "atomic_save_npz",
     "atomic_write_bytes",
     "available_cpus",
+    "build_optimizer",
     "cc_augmentation",
     "cc_cluster_loss",
     "cc_loss",
@@ -102,6 +110,7 @@ __all__ = [
     "info_nce",
     "kmeans",
     "load_results",
+    "lr_schedule",
     "mlp",
     "momentum_copy",
     "neg_entropy_of_mean",

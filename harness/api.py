@@ -41,6 +41,7 @@ __all__ = [
     "Dataset",
     "Method",
     "param",
+    "Preset",
     "Recipe",
     "TrainStats",
 ]
@@ -69,23 +70,47 @@ class Recipe:
         return {"dataset": dataset, "params": dict(self.params), "data": dict(self.data), "source": self.source}
 
 
+class Preset(dict):
+    """A preset's parameter values (``Method.presets``), with where they come from.
+
+    A plain mapping of parameter values (a plain ``dict`` is a preset too) plus
+    ``provenance``: one sentence saying which of its settings are the paper's and which the
+    harness's.  Every record of a run under the preset carries the sentence
+    (``record["setting"]["provenance"]``) and ``clusterbench info`` prints it, so a
+    harness-chosen recipe never reads as the paper's setting.
+    """
+
+    def __init__(self, values: Mapping[str, Any] | None = None, provenance: str = "") -> None:
+        super().__init__(values or {})
+        self.provenance = provenance
+
+
 def param(default: Any, doc: str, source: str | None = None, *, minimum: float | None = None,
-          above: float | None = None, choices: tuple[Any, ...] | None = None) -> Any:
+          above: float | None = None, below: float | None = None, choices: tuple[Any, ...] | None = None,
+          unhashed_default: bool = False) -> Any:
     """A hyper-parameter or dataset-option field: its default, what it means, where the value comes from.
 
     ``source`` cites the paper (section/table) so a method reads like its paper; ``None``
     means the paper is silent and the value is the harness's choice (say why in ``doc``).
-    ``minimum`` (value >= it), ``above`` (value > it) and ``choices`` are checked when a
-    dataset's options or a method's parameters are resolved, so a bad value is one line before
-    anything is loaded or trained.
+    ``minimum`` (value >= it), ``above`` (value > it), ``below`` (value < it) and ``choices``
+    are checked when a dataset's options or a method's parameters are resolved, so a bad value
+    is one line before anything is loaded or trained.
+
+    ``unhashed_default``: a method parameter added after runs were recorded, whose default is
+    exactly what the code did before it existed, is left out of the run id while it holds that
+    default (it is still in the record's ``params``), so those finished runs stay finished.
     """
     metadata: dict[str, Any] = {"doc": doc, "source": source}
     if minimum is not None:
         metadata["minimum"] = minimum
     if above is not None:
         metadata["above"] = above
+    if below is not None:
+        metadata["below"] = below
     if choices is not None:
         metadata["choices"] = tuple(choices)
+    if unhashed_default:
+        metadata["unhashed_default"] = True
     return field(default=default, metadata=metadata)
 
 
@@ -315,6 +340,7 @@ class Method(abc.ABC):
     provenance: ClassVar[str] = "unspecified"
     provenance_note: ClassVar[str] = ""
     Params: ClassVar[type]
+    #: name -> parameter values; a :class:`Preset` also says where they come from (recorded with each run)
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     #: dataset name -> the official per-dataset changes to the defaults (see :class:`Recipe`)
     recipes: ClassVar[Mapping[str, Recipe]] = {}
@@ -362,6 +388,12 @@ class Method(abc.ABC):
                        dataset: str | None = None) -> Any:
         """Defaults, then the ``dataset``'s recipe (:attr:`recipes`), then the preset, then explicit
         overrides (strings are parsed to the field's type)."""
+        return cls._resolve(overrides, preset, dataset)
+
+    @classmethod
+    def _resolve(cls, overrides: Mapping[str, Any] | None, preset: str | None, dataset: str | None) -> Any:
+        """:meth:`resolve_params`' work (the harness's own resolutions, e.g. the paper setting a
+        record is compared with, call it directly: a spec is still parsed once per grid)."""
         values: dict[str, Any] = dict(cls.recipes[dataset].params) if dataset in cls.recipes else {}
         if preset is not None:
             if preset not in cls.presets:
@@ -391,6 +423,30 @@ class Method(abc.ABC):
 
     def params_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self.params)
+
+    def identity_params(self) -> dict[str, Any]:
+        """The parameters the run id hashes: all of them but those marked ``unhashed_default``
+        that hold their default (see :func:`param`)."""
+        values = self.params_dict()
+        for f in self.param_fields():
+            if f.metadata.get("unhashed_default") and values.get(f.name) == f.default:
+                del values[f.name]
+        return values
+
+    @classmethod
+    def describe_setting(cls, params: Any, preset: str | None, dataset: str | None) -> dict[str, Any]:
+        """How a run's parameters stand to the paper's setting, for its record.
+
+        ``paper`` is true only when every parameter equals what the paper settings resolve to
+        on ``dataset`` (the defaults, its recipe and ``preset=paper``); ``changed`` lists each
+        parameter that differs as ``{"paper": ..., "run": ...}``, however it was set (a preset
+        or an option); ``provenance`` is the :class:`Preset`'s sentence, if it has one.
+        """
+        paper = dataclasses.asdict(cls._resolve({}, "paper" if "paper" in cls.presets else None, dataset))
+        run = dataclasses.asdict(params)
+        changed = {k: {"paper": paper.get(k), "run": v} for k, v in run.items() if paper.get(k) != v}
+        return {"preset": preset, "paper": not changed, "changed": changed,
+                "provenance": getattr(cls.presets.get(preset) if preset else None, "provenance", "")}
 
     # ---- the work ----------------------------------------------------------------------
     @abc.abstractmethod
@@ -435,20 +491,22 @@ def _parse_text(value: str, kind: type) -> Any:
 
 
 def range_problem(value: Any, *limits: Mapping[str, Any]) -> str | None:
-    """What is wrong with ``value`` under ``minimum``/``above``/``choices`` limits (None: nothing)."""
+    """What is wrong with ``value`` under ``minimum``/``above``/``below``/``choices`` limits (None: nothing)."""
     for lim in limits:
         choices = lim.get("choices")
         if choices is not None and value not in choices:
             return f"is not one of {', '.join(map(str, choices))}"
         if not isinstance(value, numbers.Real) or isinstance(value, bool):
             continue
-        bounded = lim.get("minimum") is not None or lim.get("above") is not None
+        bounded = any(lim.get(k) is not None for k in ("minimum", "above", "below"))
         if bounded and not math.isfinite(value):
             return "must be finite"
         if lim.get("minimum") is not None and not value >= lim["minimum"]:
             return f"must be >= {lim['minimum']}"
         if lim.get("above") is not None and not value > lim["above"]:
             return f"must be > {lim['above']}"
+        if lim.get("below") is not None and not value < lim["below"]:
+            return f"must be < {lim['below']}"
     return None
 
 

@@ -1,6 +1,8 @@
 """One (method, dataset, seed) cell of a grid: the one place a run gets its identity.
 
-:meth:`Cell.identity` is what the run id hashes (everything that determines the result);
+:meth:`Cell.identity` is what the run id hashes (everything that determines the result; a
+parameter marked ``unhashed_default`` is left out while it holds its default, see
+:func:`clusterbench.param`);
 :meth:`Cell.record_header` is what the record says about the cell before it runs.  A
 method the engine does not train (``deep = False``) ignores the budget and the engine
 settings, so neither is part of its identity.  A linear-evaluation cell
@@ -68,7 +70,7 @@ class Cell:
             "schema": SCHEMA_VERSION,
             "method": cls.name,
             "method_version": cls.version,
-            "params": self.method.params_dict(),
+            "params": self.method.identity_params(),
             "dataset": self.dataset.identity(),
             "dataset_digest": self.digest,
             "seed": self.seed,
@@ -106,6 +108,8 @@ class Cell:
             "method_provenance_note": cls.provenance_note,
             "params": self.method.params_dict(),
             **({"recipe": self.method.recipe} if self.method.recipe else {}),
+            # the preset, what differs from the paper's setting, and the preset's provenance sentence
+            "setting": cls.describe_setting(self.method.params, self.ref.opts.get("preset"), self.dataset.name),
             "dataset": {**self.dataset.identity(), "io_options": self.dataset.io_identity(), "digest": self.digest,
                         "n": len(data), "n_classes": data.n_classes, "image_size": data.image_size,
                         "channels": data.channels, **({"variant": data.variant} if data.variant else {}),

@@ -104,6 +104,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(tabulate(rows, headers=["parameter", "default", "meaning", "source"]))
     for name, values in cls.presets.items():
         print(f"\npreset {name}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+        if getattr(values, "provenance", ""):
+            print(f"  provenance: {values.provenance}")
     if cls.recipes:
         print("\nper-dataset recipes (over the defaults; a preset and your options win; data options "
               "apply under the paper settings):")

@@ -25,8 +25,6 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", RuntimeWarning)
     REG = load_registry()
 DEEP = sorted(name for name, cls in REG.methods.items() if cls.deep)
-#: deep methods with an lr schedule (the step updates the lr in place)
-SCHEDULED = sorted(n for n in DEEP if REG.methods[n].lr_factor is not DeepMethod.lr_factor)
 SIZE, K = 16, 4
 
 
@@ -35,8 +33,24 @@ def smoke(name: str) -> DeepMethod:
     return cls(cls.resolve_params({}, preset="smoke"))
 
 
+#: deep methods whose smoke preset has an lr schedule (the step updates the lr in place)
+SCHEDULED = sorted(n for n in DEEP if smoke(n).lr_scheduled())
+
+
 def test_every_deep_method_is_covered():
     assert {"cc", "cueco", "tcc", "vtcc"} <= set(DEEP)  # the parametrised tests below are not empty
+    assert {"cueco", "tcc", "vtcc"} <= set(SCHEDULED) and "cc" not in SCHEDULED  # CC's smoke: constant Adam
+
+
+def test_a_schedule_chosen_by_parameter_is_a_schedule_only_when_asked():
+    cc = REG.methods["cc"]
+    assert not cc(cc.resolve_params({}, preset="smoke")).lr_scheduled()
+    cosine = cc(cc.resolve_params({"schedule": "cosine", "optimizer": "sgd"}, preset="smoke"))
+    model = cosine.build_model(3, SIZE, K)
+    step = TrainStep(cosine, model, cosine.configure_optimizer(model), EngineSettings(device="cpu"))
+    assert step.scheduled
+    step.set_progress(0.5)
+    assert step.opt.param_groups[0]["lr"] == pytest.approx(0.5 * 3e-4)
 
 
 @pytest.mark.parametrize("name", DEEP)

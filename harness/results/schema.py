@@ -85,6 +85,7 @@ def validate_record(rec: Any, source: str) -> dict[str, Any]:
 OPTIONAL_KEYS = {  # fields reports read: absent or null is fine, another type is not
     "method_spec": str, "primary_protocol": str, "cost": dict, "env": dict, "engine": dict, "stats": dict,
     "curve": list, "error": dict, "protocols_requested": list, "labels": dict, "protocol_errors": dict,
+    "setting": dict,
 }
 
 

@@ -124,7 +124,8 @@ class DeepMethod(Method):
         return AugmentSpec()
 
     def configure_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
-        """Adam with the method's lr and weight decay (fused kernels on the GPU)."""
+        """Adam with the method's lr and weight decay (fused kernels on the GPU); a method that
+        lets its optimiser be chosen mixes in :class:`clusterbench.OptimizerChoice`."""
         fused = next(model.parameters()).is_cuda
         return torch.optim.Adam(model.parameters(), lr=self.params.lr, weight_decay=self.params.weight_decay,
                                 fused=fused or None)
@@ -132,6 +133,13 @@ class DeepMethod(Method):
     def lr_factor(self, progress: float) -> float:
         """Learning-rate multiplier at ``progress`` in [0, 1] of the budget (default: constant)."""
         return 1.0
+
+    def lr_scheduled(self) -> bool:
+        """Whether ``lr_factor`` may change the lr in this run: the step then rewrites it in
+        place at every step (as a device tensor under CUDA graphs); otherwise the optimiser
+        keeps its plain float lr.  Default: the class overrides ``lr_factor``; a method whose
+        schedule is a parameter says so per run (:class:`clusterbench.OptimizerChoice`)."""
+        return type(self).lr_factor is not DeepMethod.lr_factor
 
     def after_step(self, model: nn.Module, progress: float, outputs: dict[str, torch.Tensor]) -> None:
         """Hook after each optimiser step (e.g. a momentum encoder's EMA update), given the

@@ -56,7 +56,7 @@ class TrainStep:
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         self.base_lrs = [float(g["lr"]) for g in opt.param_groups]
-        self.scheduled = type(method).lr_factor is not DeepMethod.lr_factor
+        self.scheduled = method.lr_scheduled()
         self.train_model = dist.data_parallel(model)  # the model itself in a single process
         if not settings.compile:
             self.step_model, self.compile_status = self.train_model, "off"

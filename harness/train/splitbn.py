@@ -16,7 +16,8 @@ the batch (``SplitBatchNorm``), and the key encoder sees the batch shuffled.  Th
   once the batch order is random, and blocks keep each group on one rank: under torchrun each
   rank holds ``splits / world_size`` whole groups, normalised locally, so W ranks give the
   single-process numbers).  Running statistics: the mean over the groups of what BatchNorm2d
-  would keep for each (the demo's ``running_mean_split.view(S, C).mean(0)``).  It is not a
+  would keep for each (the demo's ``running_mean_split.view(S, C).mean(0)``), over every rank's
+  groups under torchrun (one small gather per layer and step), so the ranks keep the same.  It is not a
   ``_BatchNorm`` subclass on purpose: ``SyncBatchNorm.convert_sync_batchnorm`` (what the
   engine applies under torchrun) leaves it alone.
 - :func:`shuffled_forward`: ``fn`` applied to a random permutation of the global batch, its
@@ -87,9 +88,10 @@ class SplitBatchNorm2d(nn.Module):
         y = y * self.weight.to(dtype).view(1, c, 1, 1) + self.bias.to(dtype).view(1, c, 1, 1)
         with torch.no_grad():
             m = xg.shape[1] * xg.shape[3]  # values per channel and group
-            unbiased = var.reshape(g, c) * (m / max(1, m - 1))
-            self.running_mean.lerp_(mean.reshape(g, c).mean(0).to(self.running_mean.dtype), self.momentum)
-            self.running_var.lerp_(unbiased.mean(0).to(self.running_var.dtype), self.momentum)
+            stats = torch.cat([mean.reshape(g, c).mean(0), var.reshape(g, c).mean(0) * (m / max(1, m - 1))])
+            stats = current().gather(stats.unsqueeze(0)).mean(0)  # over every rank's groups (equal counts)
+            self.running_mean.lerp_(stats[:c].to(self.running_mean.dtype), self.momentum)
+            self.running_var.lerp_(stats[c:].to(self.running_var.dtype), self.momentum)
             self.num_batches_tracked.add_(1)
         return y.to(x.dtype)
 

@@ -54,6 +54,8 @@ _LAZY = {
     "gumbel_noise": "clusterbench.train.assign",
     "gumbel_softmax": "clusterbench.train.assign",
     "simplex_centres": "clusterbench.train.assign",
+    "split_batchnorm": "clusterbench.train.splitbn",
+    "shuffled_forward": "clusterbench.train.splitbn",
     "warmup_cosine": "clusterbench.train.schedule",
     "CCObjective": "clusterbench.train.objectives",
     "cc_loss": "clusterbench.train.objectives",
@@ -117,7 +119,9 @@ __all__ = [
     "nt_xent",
     "param",
     "run_grid",
+    "shuffled_forward",
     "simplex_centres",
+    "split_batchnorm",
     "warmup_cosine",
 ]
 

@@ -102,6 +102,41 @@ Presets:
   32 px with ResNet-18 (the old ``paper`` / ``fast``);
 - ``smoke``: tiny, for the contract tests.
 
+Candidate switches for short runs (each off by default, so ``paper`` = ``verdandi`` is the code;
+none is in ``fast`` until ``tests/benchmarks/tcc_probe.sh`` has measured them).  ``fast`` as above,
+measured on CIFAR-10 (train+test, 100 epochs, one H100): head ACC 0.235, k-means on its backbone
+0.339 (CC's fast preset: 0.480 / 0.482); its cluster-level loss stays near its chance value
+log 199 = 5.29 (K = 10: 9 other query rows, 10 key rows, 180 queue rows of other clusters), so
+the cluster track barely learns.  What each switch rests on:
+- ``assign_scale`` (1 in the code, ``model/moco.py:106-111``): the cosines are the logits as they
+  stand, and cosines lie in [-1, 1], so q(k|x) = softmax(<f, C>) can never be confident: a
+  feature exactly on its centre, of K = 10 simplex centres, gets q = e / (e + 9 e^(-1/9)) = 0.25,
+  a Gumbel-max draw (noise std pi / sqrt 6 = 1.28) picks its cluster a quarter of the time, and
+  DEC's Q and the balance term see near-uniform rows (the measured loss_dec ~0.05, loss_balance
+  ~0.0004).  A scale s makes the logits s <f, C_k>: SwAV's softmax over cosines to unit
+  prototypes at temperature 0.1 (Caron et al., NeurIPS 2020; ``main_swav.py --temperature``) is
+  s = 10, where the same feature gets q = 0.9999;
+- ``gumbel_noise_fraction``: the code's noise is on for the first 100,000 of its 400,000 steps
+  (``util/config.py:6,19``), a quarter of the run; ``gumbel_noise_steps`` counts steps, so in a
+  15,600-step run the noise never goes off.  The fraction (0.25 for the code's ratio) is of the
+  run's budget, as the engine's progress measures it (any budget, ``minutes=`` included), kept
+  in a device buffer that ``after_step`` sets, so a CUDA-graphed step reads it;
+- ``projector = mlp``: the instance projection is MoCo v1's single linear layer; MoCo v2 (Chen
+  et al. 2020, arXiv 2003.04297, Table 1; ``moco/builder.py --mlp``) replaces it with
+  Linear-ReLU-Linear of the backbone's width, the largest of its single improvements;
+- ``bn_splits`` (shuffle-BN, :mod:`clusterbench.train.splitbn`): MoCo on one GPU with plain
+  BatchNorm can "cheat" through BatchNorm (MoCo, He et al. 2020, section 3.3: the positive key
+  shares the query's batch statistics, the queue's negatives do not); the authors' CIFAR-10
+  demo (``colab/moco_cifar10_demo.ipynb``, ``--bn-splits 8``) normalises every BatchNorm of
+  *both* encoders over 8 groups of the batch and shuffles the key encoder's batch, so a query's
+  group and its key's share ~1/8 of their images (splitting the key side alone would leave the
+  query normalised over the whole batch, which holds every key's group).  Under torchrun the
+  groups and the shuffle span the global batch, so the numbers do not depend on the ranks;
+- ``tau_cluster`` (a value, no new switch): at the code's 1, even perfectly separated clusters
+  (cosine 1 to the positive, -1/9 to the 198 others) give a loss of -1 + log(e + 198 e^(-1/9))
+  = 4.19 against chance 5.29: little room, and little gradient; 0.2 (the instance track's MoCo v2
+  value; the cluster representations are unit vectors of the same space) opens it to 0.57.
+
 Reported (``clusterbench_reported_results``, head protocol): CIFAR-10 ACC 0.906, NMI 0.790;
 ACC on CIFAR-100-20, STL-10, ImageNet-10 (and its NMI) and ImageNet-Dogs as previously
 indexed from the paper's main table by wizwand.com.  The task names DCBoost (Li et al.,
@@ -119,7 +154,7 @@ from torch import nn
 
 from clusterbench import (AugmentSpec, ConfigError, DeepMethod, DeepParams, FeatureQueue, ResNetBackbone, cc_augmentation,
                           ema_update, gumbel_noise, gumbel_softmax, hookimpl, info_nce, mlp, momentum_copy,
-                          neg_entropy_of_mean, nt_xent, param, simplex_centres)
+                          neg_entropy_of_mean, nt_xent, param, shuffled_forward, simplex_centres, split_batchnorm)
 
 PAPER = "Shen et al., You Never Cluster Alone, NeurIPS 2021"
 CITATION = PAPER + ", main results table (values as indexed by wizwand.com; table not read here)"
@@ -174,12 +209,15 @@ def dec_sharpening_loss(q: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
 
 def verdandi_terms(f: torch.Tensor, s: torch.Tensor, g: torch.Tensor, t: torch.Tensor, instance_queue: torch.Tensor,
                    cluster_queue: torch.Tensor, *, tau_instance: float, tau_cluster: float, tau_gumbel: float,
-                   noise_scale: torch.Tensor | float, queue_noise_std: float,
+                   noise_scale: torch.Tensor | float, queue_noise_std: float, assign_scale: float = 1.0,
                    noises: tuple[torch.Tensor | None, ...] = (None, None, None)) -> dict[str, torch.Tensor]:
     """One direction: online features ``f`` and cosines ``s`` (N, K) of one view against the
-    momentum encoder's ``g`` and ``t`` of the other view.  ``noises``: the Gumbel draws for
-    s and t and the queue's Gaussian draw (drawn when None), for tests."""
-    g, t = g.detach().float(), t.detach().float()
+    momentum encoder's ``g`` and ``t`` of the other view.  The assignment logits are
+    ``assign_scale`` times the cosines, wherever the code uses them as logits (the Gumbel-softmax,
+    DEC's Q, the balance term; 1 in the code).  ``noises``: the Gumbel draws for s and t and the
+    queue's Gaussian draw (drawn when None), for tests."""
+    g, t = g.detach().float(), t.detach().float() * assign_scale
+    s = s.float() * assign_scale
     a = gumbel_softmax(s, tau_gumbel, noises[0], noise_scale)
     with torch.no_grad():
         key = weighted_cluster_means(gumbel_softmax(t, tau_gumbel, noises[1], noise_scale), g)
@@ -208,12 +246,15 @@ def verdandi_loss(directions: list[dict[str, torch.Tensor]], dec_weight: float,
 
 
 class VerdandiEncoder(nn.Module):
-    """Backbone + linear layer to d, L2-normalised, and K unit cluster embeddings."""
+    """Backbone + projection to d (one linear layer, or ``projector="mlp"``: Linear-ReLU-Linear
+    with the backbone's width as hidden width), L2-normalised, and K unit cluster embeddings."""
 
-    def __init__(self, backbone: ResNetBackbone, feature_dim: int, n_clusters: int, train_centres: bool) -> None:
+    def __init__(self, backbone: ResNetBackbone, feature_dim: int, n_clusters: int, train_centres: bool,
+                 projector: str = "linear") -> None:
         super().__init__()
         self.backbone = backbone
-        self.fc = nn.Linear(backbone.out_dim, feature_dim)
+        width = backbone.out_dim
+        self.fc = nn.Linear(width, feature_dim) if projector == "linear" else mlp(width, width, feature_dim)
         # max-Mahalanobis centres need d >= K - 1; beyond that (e.g. K = 200 > d + 1), random unit vectors
         init = (simplex_centres(n_clusters, feature_dim) if feature_dim >= n_clusters - 1
                 else F.normalize(torch.randn(n_clusters, feature_dim), dim=1))
@@ -227,10 +268,13 @@ class VerdandiEncoder(nn.Module):
 
 
 class VerdandiNetwork(nn.Module):
-    """The online encoder, its momentum twin, the two queues and the step counter (a buffer, so
-    the noise switch survives a resume and is read on the device)."""
+    """The online encoder, its momentum twin, the two queues, the step counter and the Gumbel
+    noise switch of ``gumbel_noise_fraction`` (buffers, so both survive a resume and are read on
+    the device).  ``shuffle_keys``: the twin sees its batch shuffled (shuffle-BN, with
+    ``bn_splits``)."""
 
-    def __init__(self, online: VerdandiEncoder, instance_queue: int, cluster_queue: int) -> None:
+    def __init__(self, online: VerdandiEncoder, instance_queue: int, cluster_queue: int,
+                 shuffle_keys: bool = False, noise_on: bool = True) -> None:
         super().__init__()
         self.online = online
         self.momentum = momentum_copy(online)
@@ -238,18 +282,22 @@ class VerdandiNetwork(nn.Module):
         self.instance_queue = FeatureQueue(instance_queue, d)
         self.cluster_queue = FeatureQueue(cluster_queue, d)
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        self.register_buffer("noise_on", torch.tensor(float(noise_on)))
         self.n_clusters = k
+        self.shuffle_keys = shuffle_keys
+
+    def _keys(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            return shuffled_forward(self.momentum, v) if self.shuffle_keys else self.momentum(v)
 
     def forward(self, v1: torch.Tensor, v2: torch.Tensor, symmetric: bool = False):
         """[(f, s, g, t)] per direction: online on one view, momentum on the other."""
         f1, s1 = self.online(v1)
-        with torch.no_grad():
-            g2, t2 = self.momentum(v2)
+        g2, t2 = self._keys(v2)
         if not symmetric:
             return [(f1, s1, g2, t2)]
         f2, s2 = self.online(v2)
-        with torch.no_grad():
-            g1, t1 = self.momentum(v1)
+        g1, t1 = self._keys(v1)
         return [(f1, s1, g2, t2), (f2, s2, g1, t1)]
 
 
@@ -363,6 +411,28 @@ class TCC(DeepMethod):
         tau_gumbel: float = param(0.3, "Gumbel-softmax temperature", CODE + "util/config.py:12")
         gumbel_noise_steps: int = param(100000, "steps with Gumbel noise, then none (-1: always)",
                                         CODE + "util/config.py:19, model/moco.py:110")
+        # ---- candidate switches for short runs (module docstring, "Candidate switches"); each
+        # default is the code's behaviour, so ``paper`` = ``verdandi`` is unchanged; added after TCC
+        # runs were recorded, each is left out of the run id at its default (those records stay valid)
+        gumbel_noise_fraction: float = param(
+            -1.0, "Gumbel noise on for this fraction of the run's budget, then off (< 0: unused, "
+            "gumbel_noise_steps decides)", CODE + "util/config.py:6,19 (100,000 of 400,000 steps: 0.25)", unhashed_default=True)
+        assign_scale: float = param(
+            1.0, "the assignment logits are this times the cosines <f, C_k> (Gumbel-softmax, DEC's Q, the "
+            "balance term)", CODE + "model/moco.py:106-111 (1); SwAV's 10 = 1/0.1 (Caron et al. 2020, "
+            "facebookresearch/swav main_swav.py --temperature 0.1)", above=0,
+            unhashed_default=True)
+        projector: str = param(
+            "linear", "projection to d: linear | mlp (Linear-ReLU-Linear, hidden = backbone width)",
+            CODE + "model/moco.py:57-58 (linear); mlp: MoCo v2 (Chen et al. 2020, arXiv 2003.04297, Table 1; "
+            "facebookresearch/moco moco/builder.py --mlp)", choices=("linear", "mlp"),
+            unhashed_default=True)
+        bn_splits: int = param(
+            0, "BatchNorm of both encoders over this many groups of the batch, the momentum twin's batch "
+            "shuffled (shuffle-BN on one GPU; 0: off, plain BatchNorm)",
+            CODE + "layer/encodec.py (plain BatchNorm); 8: MoCo's CIFAR-10 demo (facebookresearch/moco "
+            "colab/moco_cifar10_demo.ipynb --bn-splits 8), MoCo section 3.3", minimum=0,
+            unhashed_default=True)
         train_centres: bool = param(True, "the K cluster embeddings are trained (else fixed simplex centres)",
                                     CODE + "util/config.py:21 (the TF code in fact kept them fixed)")
         momentum: float = param(0.999, "EMA momentum of the momentum twin", CODE + "model/moco.py:33")
@@ -407,8 +477,12 @@ class TCC(DeepMethod):
         super().__init__(params)
         if self.params.formulation not in ("verdandi", "abstract"):
             raise ConfigError(f"tcc: formulation must be verdandi or abstract, not {self.params.formulation!r}")
+        if self.params.bn_splits and self.params.batch_size % self.params.bn_splits:
+            raise ConfigError(f"tcc: bn_splits={self.params.bn_splits} does not split batch_size="
+                              f"{self.params.batch_size} into equal groups")
         self._steps_per_epoch = 0
         self._steps_done: int | None = None  # mirrored from the model's buffer at the first step
+        self._noise_on: bool | None = None   # what the model's noise switch holds (gumbel_noise_fraction)
         self._decay_epochs = [float(e) for e in str(self.params.lr_decay_epochs).split(",") if e.strip()]
 
     @property
@@ -421,8 +495,11 @@ class TCC(DeepMethod):
         backbone = ResNetBackbone(p.backbone, in_chans=in_chans, small_stem=p.small_stem)
         if not self.verdandi:
             return TCCNetwork(backbone, backbone.out_dim, p.feature_dim, n_clusters)
-        online = VerdandiEncoder(backbone, p.feature_dim, n_clusters, p.train_centres)
-        return VerdandiNetwork(online, p.instance_queue, p.cluster_queue_per_k * n_clusters)
+        if p.bn_splits:
+            split_batchnorm(backbone, p.bn_splits)
+        online = VerdandiEncoder(backbone, p.feature_dim, n_clusters, p.train_centres, p.projector)
+        return VerdandiNetwork(online, p.instance_queue, p.cluster_queue_per_k * n_clusters,
+                               shuffle_keys=p.bn_splits > 0, noise_on=p.gumbel_noise_fraction != 0)
 
     def configure_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         """Adam over what has a gradient (the momentum twin has none)."""
@@ -452,11 +529,10 @@ class TCC(DeepMethod):
             q2, k2, u2, z2 = model(v2, p.tau_gumbel, p.gumbel_hard)
             w1, w2 = (k1, k2) if p.aggregate_samples else (q1, q2)
             return tcc_loss(q1, u1, z1, q2, u2, z2, p.tau_instance, p.tau_cluster, p.entropy_weight, w1, w2)
-        noise_scale = (model.steps < p.gumbel_noise_steps).float() if p.gumbel_noise_steps >= 0 else 1.0
         directions = [verdandi_terms(f, s, g, t, model.instance_queue.features, model.cluster_queue.features,
                                      tau_instance=p.tau_instance, tau_cluster=p.tau_cluster,
-                                     tau_gumbel=p.tau_gumbel, noise_scale=noise_scale,
-                                     queue_noise_std=p.queue_noise_std)
+                                     tau_gumbel=p.tau_gumbel, noise_scale=self._noise_scale(model),
+                                     queue_noise_std=p.queue_noise_std, assign_scale=p.assign_scale)
                       for f, s, g, t in model(v1, v2, p.symmetric)]
         terms = verdandi_loss(directions, p.dec_weight, p.entropy_weight)
         # not scalars, so not on the learning curve: what after_step enqueues (K rows per
@@ -465,8 +541,19 @@ class TCC(DeepMethod):
             terms[name] = torch.cat([d[name] for d in directions])
         return terms
 
+    def _noise_scale(self, model) -> torch.Tensor | float:
+        """The Gumbel noise's factor, read on the device (a CUDA graph replays it): the switch
+        ``after_step`` sets under ``gumbel_noise_fraction``, else on for ``gumbel_noise_steps``."""
+        p = self.params
+        if p.gumbel_noise_fraction >= 0:
+            return model.noise_on
+        return (model.steps < p.gumbel_noise_steps).float() if p.gumbel_noise_steps >= 0 else 1.0
+
     def after_step(self, model, progress: float, outputs: dict[str, torch.Tensor]) -> None:
-        """Momentum twin <- EMA of the online encoder, queues fed, step counter advanced."""
+        """Momentum twin <- EMA of the online encoder, queues fed, step counter advanced; under
+        ``gumbel_noise_fraction`` the noise switch set for the next step from this step's progress
+        (the budget fraction at its start: so the noise goes off one step after the fraction is
+        reached -- after_step is the per-step Python hook -- and a resumed run continues alike)."""
         if not self.verdandi:
             return
         if self._steps_done is None:
@@ -476,6 +563,11 @@ class TCC(DeepMethod):
         model.cluster_queue.push(outputs["cluster_keys"])
         model.steps.add_(1)
         self._steps_done += 1
+        if self.params.gumbel_noise_fraction >= 0:
+            on = progress < self.params.gumbel_noise_fraction
+            if on != self._noise_on:  # written only when it changes (a device fill, no sync)
+                model.noise_on.fill_(float(on))
+                self._noise_on = on
 
     # ---- prediction -------------------------------------------------------------------------
     def cluster_logits(self, model, x):

@@ -46,9 +46,21 @@ def eval_in_default_dtype(x, *args, **kwargs):
     return inference_eval_transform(x, *args, **kwargs).to(torch.get_default_dtype())
 
 
-def train_two_steps(method_name: str, dist, run_dir: Path) -> dict:
-    """Train ``method_name``'s smoke preset for STEPS steps with the engine under ``dist``; its
-    loss (curve), initial and final state, and the last step's gradients."""
+def train_two_steps(ref: str, dist, run_dir: Path) -> dict:
+    """Train the method ``ref`` (a smoke preset, maybe with switches) for STEPS steps with the
+    engine under ``dist``, made this process's ``current()`` as torchrun would (a forward that
+    exchanges rows itself, shuffle-BN, reads it); its loss (curve), initial and final state, and
+    the last step's gradients."""
+    from clusterbench.train import distributed
+
+    distributed.use(dist)
+    try:
+        return _train_two_steps(ref, dist, run_dir)
+    finally:
+        distributed.use(distributed.SINGLE)
+
+
+def _train_two_steps(ref: str, dist, run_dir: Path) -> dict:
     from clusterbench.budget import Budget
     from clusterbench.context import RunContext
     from clusterbench.datasets.synthetic import make_synthetic
@@ -57,8 +69,8 @@ def train_two_steps(method_name: str, dist, run_dir: Path) -> dict:
     from clusterbench.settings import EngineSettings
     from clusterbench.train import engine, inference
 
-    method = load_registry().make_method(PluginRef.parse(f"{method_name}[preset=smoke]"))
-    assert method.params.batch_size == BATCH, f"{method_name}'s smoke preset should train batches of {BATCH}"
+    method = load_registry().make_method(PluginRef.parse(ref))
+    assert method.params.batch_size == BATCH, f"{ref}: the smoke presets train batches of {BATCH}"
     data = make_synthetic(STEPS * BATCH, 4, SIZE, 3, 0.15, 0)
     torch.manual_seed(0)
     init = {k: v.clone() for k, v in method.build_model(3, method.model_input_size(data), 4).state_dict().items()}
@@ -75,8 +87,8 @@ def train_two_steps(method_name: str, dist, run_dir: Path) -> dict:
             "grads": {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}}
 
 
-def worker(rank: int, world: int, tmp: str, methods: list[str]) -> None:
-    """One rank: join the gloo group, train every method, save what it saw to ``tmp/rank{rank}.pt``."""
+def worker(rank: int, world: int, tmp: str, methods: dict[str, str]) -> None:
+    """One rank: join the gloo group, train every method (name -> ref), save what it saw to ``tmp/rank{rank}.pt``."""
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
     torch.set_default_dtype(torch.float64)  # tiny BatchNorm'd ResNets amplify float32 rounding ~1e4-fold
@@ -86,8 +98,8 @@ def worker(rank: int, world: int, tmp: str, methods: list[str]) -> None:
 
     tdist.init_process_group("gloo", init_method=f"file://{tmp}/rendezvous", rank=rank, world_size=world)
     ranks = Distributed(rank, world, rank, "gloo")
-    out = {name: train_two_steps(name, ranks, Path(tmp) / f"run{rank}") for name in methods}
-    for name in methods[rank::world]:  # the one-process references, shared out over the ranks
-        out[name + "/single"] = train_two_steps(name, SINGLE, Path(tmp) / f"single{rank}")
+    out = {name: train_two_steps(ref, ranks, Path(tmp) / f"run{rank}") for name, ref in methods.items()}
+    for name in list(methods)[rank::world]:  # the one-process references, shared out over the ranks
+        out[name + "/single"] = train_two_steps(methods[name], SINGLE, Path(tmp) / f"single{rank}")
     torch.save(out, Path(tmp) / f"rank{rank}.pt")
     tdist.destroy_process_group()

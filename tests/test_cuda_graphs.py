@@ -26,11 +26,17 @@ with warnings.catch_warnings():
     REG = load_registry()
 DEEP = sorted(name for name, cls in REG.methods.items() if cls.deep)
 SIZE, K = 16, 4
+#: smoke presets with switches that the graph must replay right: TCC's shuffle-BN (draws and
+#: gathers in the forward) and its noise switch, flipped by after_step mid-run (after the capture)
+VARIANTS = {"tcc-switches": ("tcc", {"bn_splits": 4, "projector": "mlp", "assign_scale": 10.0,
+                                     "gumbel_noise_fraction": 0.5, "tau_cluster": 0.2})}
 
 
 def smoke(name: str) -> DeepMethod:
-    cls = REG.methods[name]
-    return cls(cls.resolve_params({}, preset="smoke"))
+    """The smoke preset of a deep method, or of one of VARIANTS."""
+    method, over = VARIANTS.get(name, (name, {}))
+    cls = REG.methods[method]
+    return cls(cls.resolve_params(over, preset="smoke"))
 
 
 #: deep methods whose smoke preset has an lr schedule (the step updates the lr in place)
@@ -105,8 +111,8 @@ def _train(method, model, graphs: bool, steps: int, x, compile: bool = False):
 
 
 @cuda
-@pytest.mark.parametrize("name,compile", [(n, False) for n in DEEP]
-                         + [(n, True) for n in DEEP if REG.methods[n].compile_model])
+@pytest.mark.parametrize("name,compile", [(n, False) for n in DEEP + list(VARIANTS)]
+                         + [(n, True) for n in DEEP + list(VARIANTS) if smoke(n).compile_model])
 def test_graphed_step_trains_like_the_eager_step(name, compile):
     torch.backends.cudnn.deterministic = True
     x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (64, SIZE, SIZE, 3), dtype=np.uint8)).cuda()

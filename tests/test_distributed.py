@@ -23,6 +23,11 @@ from clusterbench.train.distributed import Distributed, torchrun_env
 from helpers import subprocess_env
 
 DEEP = sorted(name for name, cls in load_registry().methods.items() if cls.deep)
+#: what each rank trains: every deep method's smoke preset, and switches that exchange rows or
+#: keep per-step state of their own (TCC's shuffle-BN over the ranks, its budget-fraction noise)
+REFS = {**{name: f"{name}[preset=smoke]" for name in DEEP},
+        "tcc-switches": "tcc[preset=smoke,bn_splits=4,projector=mlp,assign_scale=10,gumbel_noise_fraction=0.5,"
+                        "tau_cluster=0.2]"}
 WORLD = 2
 
 
@@ -59,11 +64,11 @@ def test_torchrun_env_is_read_and_absent_outside(monkeypatch):
 # ---- one DDP step = one process on the global batch -------------------------------------------
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """Every deep method, 2 steps, trained over 2 gloo ranks and by one process (rank 0)."""
+    """Every deep method (and REFS' switches), 2 steps, trained over 2 gloo ranks and by one process."""
     import ddp_worker
 
     tmp = tmp_path_factory.mktemp("ddp")
-    mp.start_processes(ddp_worker.worker, args=(WORLD, str(tmp), DEEP), nprocs=WORLD, join=True,
+    mp.start_processes(ddp_worker.worker, args=(WORLD, str(tmp), REFS), nprocs=WORLD, join=True,
                        start_method="spawn")
     return [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
@@ -75,7 +80,7 @@ def _close(a: torch.Tensor, b: torch.Tensor, what: str, scale: float = 1.0) -> N
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7 * scale, msg=lambda m: f"{what}: {m}")
 
 
-@pytest.mark.parametrize("name", DEEP)
+@pytest.mark.parametrize("name", list(REFS))
 def test_ddp_step_equals_one_process(trained, name):
     ranks = [t[name] for t in trained]
     single = next(t[name + "/single"] for t in trained if name + "/single" in t)

@@ -12,8 +12,8 @@ PUBLIC = [
     "RunContext", "TrainStats", "Trained", "TrainingDiverged", "__version__", "atomic_save_npz", "atomic_write_bytes",
     "available_cpus", "build_optimizer", "cc_augmentation", "cc_cluster_loss", "cc_loss", "cosine_momentum",
     "ema_update", "gumbel_noise", "gumbel_softmax", "hookimpl", "info_nce", "kmeans", "load_results", "lr_schedule",
-    "mlp", "momentum_copy", "neg_entropy_of_mean", "nt_xent", "param", "run_grid", "simplex_centres",
-    "warmup_cosine",
+    "mlp", "momentum_copy", "neg_entropy_of_mean", "nt_xent", "param", "run_grid", "shuffled_forward",
+    "simplex_centres", "split_batchnorm", "warmup_cosine",
 ]
 
 

@@ -67,6 +67,16 @@ def _unit(x):
     return x / x.norm(dim=1, keepdim=True)
 
 
+def verdandi_inputs(seed: int) -> tuple:
+    """Tiny inputs of ``verdandi_terms`` (K = 3, d = 4, batch 6, queue 8): features f, g, their
+    cosines s, t to simplex centres, the instance queue qn, the cluster queue qk, three noises."""
+    f, g = _unit(_rand(seed, 6, 4)), _unit(_rand(seed + 1, 6, 4))
+    c = simplex_centres(3, 4)
+    qn, qk = _unit(_rand(seed + 2, 8, 4)), _unit(_rand(seed + 3, 6, 4))
+    noises = (_rand(seed + 4, 6, 3), _rand(seed + 5, 6, 3), _rand(seed + 6, 6, 4))
+    return f, f @ c.t(), g, g @ c.t(), qn, qk, noises
+
+
 # ---- the pure functions -----------------------------------------------------------------------------
 def test_gumbel_softmax_sample_is_softmax_of_perturbed_logits():
     logits, g, tau = _rand(0, 4, 3), _rand(1, 4, 3), 0.7
@@ -366,11 +376,7 @@ def test_dec_sharpening_loss_matches_loops():
 def test_verdandi_terms_and_total_against_the_pieces():
     from clusterbench import info_nce, neg_entropy_of_mean
 
-    f, g = _unit(_rand(40, 6, 4)), _unit(_rand(41, 6, 4))
-    c = simplex_centres(3, 4)
-    s, t = f @ c.t(), g @ c.t()
-    qn, qk = _unit(_rand(42, 8, 4)), _unit(_rand(43, 6, 4))
-    n1, n2, n3 = _rand(44, 6, 3), _rand(45, 6, 3), _rand(46, 6, 4)
+    f, s, g, t, qn, qk, (n1, n2, n3) = verdandi_inputs(40)
     d = verdandi_terms(f, s, g, t, qn, qk, tau_instance=0.2, tau_cluster=1.0, tau_gumbel=0.3, noise_scale=1.0,
                        queue_noise_std=0.1, noises=(n1, n2, n3))
     query = weighted_cluster_means(((s + n1) / 0.3).softmax(1), f)

@@ -15,17 +15,9 @@ from clusterbench.methods.tcc import (TCC, VerdandiEncoder, cluster_queue_contra
                                       perturbed_queue, verdandi_terms, weighted_cluster_means)
 from clusterbench.train.splitbn import SplitBatchNorm2d
 
-from test_tcc import naive_cluster_queue_contrast
+from test_tcc import _unit, naive_cluster_queue_contrast, verdandi_inputs
 
 SWITCHES = ("gumbel_noise_fraction", "assign_scale", "projector", "bn_splits")
-
-
-def _rand(seed, *shape):
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
-
-
-def _unit(x):
-    return x / x.norm(dim=1, keepdim=True)
 
 
 def _verdandi(**over):
@@ -64,11 +56,7 @@ def test_at_scale_one_even_a_feature_on_its_centre_gets_a_quarter_of_the_posteri
 
 
 def test_assign_scale_multiplies_the_logits_of_the_gumbel_softmax_dec_and_the_balance_term():
-    f, g = _unit(_rand(50, 6, 4)), _unit(_rand(51, 6, 4))
-    c = simplex_centres(3, 4)
-    s, t = f @ c.t(), g @ c.t()
-    qn, qk = _unit(_rand(52, 8, 4)), _unit(_rand(53, 6, 4))
-    n1, n2, n3 = _rand(54, 6, 3), _rand(55, 6, 3), _rand(56, 6, 4)
+    f, s, g, t, qn, qk, (n1, n2, n3) = verdandi_inputs(50)
     kw = dict(tau_instance=0.2, tau_cluster=0.5, tau_gumbel=0.3, noise_scale=1.0, queue_noise_std=0.1,
               noises=(n1, n2, n3))
     d = verdandi_terms(f, s, g, t, qn, qk, assign_scale=10.0, **kw)

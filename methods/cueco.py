@@ -100,9 +100,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clusterbench import (AugmentSpec, DeepMethod, DeepParams, FeatureQueue, ResNetBackbone, cosine_momentum,
-                          ema_update, hookimpl, info_nce, mlp, momentum_copy, neg_entropy_of_mean, param,
-                          warmup_cosine)
+from clusterbench import (AugmentSpec, DeepMethod, DeepParams, FeatureQueue, ResNetBackbone, build_optimizer,
+                          cosine_momentum, ema_update, hookimpl, info_nce, mlp, momentum_copy, neg_entropy_of_mean,
+                          param, warmup_cosine)
 
 PAPER = "Giakoumoglou & Stathaki, Cluster Contrast for Unsupervised Visual Representation Learning, ICIP 2025"
 
@@ -317,9 +317,7 @@ class CueCo(DeepMethod):
         """SGD with momentum over the query network and the centroids (the key network has no gradient)."""
         p = self.params
         trainable = [w for w in model.parameters() if w.requires_grad]
-        fused = trainable[0].is_cuda or None  # fused kernels take a tensor lr: the step can be a CUDA graph
-        return torch.optim.SGD(trainable, lr=p.lr, momentum=p.sgd_momentum, weight_decay=p.weight_decay,
-                               fused=fused)
+        return build_optimizer(trainable, "sgd", p.lr, p.weight_decay, p.sgd_momentum)  # fused on the GPU
 
     def lr_factor(self, progress: float) -> float:
         return warmup_cosine(progress, self.params.warmup)

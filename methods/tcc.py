@@ -152,9 +152,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clusterbench import (AugmentSpec, ConfigError, DeepMethod, DeepParams, FeatureQueue, ResNetBackbone, cc_augmentation,
-                          ema_update, gumbel_noise, gumbel_softmax, hookimpl, info_nce, mlp, momentum_copy,
-                          neg_entropy_of_mean, nt_xent, param, shuffled_forward, simplex_centres, split_batchnorm)
+from clusterbench import (AugmentSpec, ConfigError, DeepMethod, DeepParams, FeatureQueue, ResNetBackbone,
+                          build_optimizer, cc_augmentation, ema_update, gumbel_noise, gumbel_softmax, hookimpl,
+                          info_nce, mlp, momentum_copy, neg_entropy_of_mean, nt_xent, param, shuffled_forward,
+                          simplex_centres, split_batchnorm)
 
 PAPER = "Shen et al., You Never Cluster Alone, NeurIPS 2021"
 CITATION = PAPER + ", main results table (values as indexed by wizwand.com; table not read here)"
@@ -416,7 +417,8 @@ class TCC(DeepMethod):
         # runs were recorded, each is left out of the run id at its default (those records stay valid)
         gumbel_noise_fraction: float = param(
             -1.0, "Gumbel noise on for this fraction of the run's budget, then off (< 0: unused, "
-            "gumbel_noise_steps decides)", CODE + "util/config.py:6,19 (100,000 of 400,000 steps: 0.25)", unhashed_default=True)
+            "gumbel_noise_steps decides)", CODE + "util/config.py:6,19 (100,000 of 400,000 steps: 0.25)",
+            unhashed_default=True)
         assign_scale: float = param(
             1.0, "the assignment logits are this times the cosines <f, C_k> (Gumbel-softmax, DEC's Q, the "
             "balance term)", CODE + "model/moco.py:106-111 (1); SwAV's 10 = 1/0.1 (Caron et al. 2020, "
@@ -505,7 +507,7 @@ class TCC(DeepMethod):
         """Adam over what has a gradient (the momentum twin has none)."""
         p = self.params
         trainable = [w for w in model.parameters() if w.requires_grad]
-        return torch.optim.Adam(trainable, lr=p.lr, weight_decay=p.weight_decay, fused=trainable[0].is_cuda or None)
+        return build_optimizer(trainable, "adam", p.lr, p.weight_decay)
 
     def fit(self, data, ctx):
         self._steps_per_epoch = max(1, len(data) // max(1, min(int(self.params.batch_size), len(data))))

@@ -113,8 +113,8 @@ from functools import partial
 import torch
 from torch import nn
 
-from clusterbench import (AugmentSpec, CCObjective, ConfigError, DeepMethod, DeepParams, hookimpl, param,
-                          warmup_cosine)
+from clusterbench import (AugmentSpec, CCObjective, ConfigError, DeepMethod, DeepParams, build_optimizer, hookimpl,
+                          param, warmup_cosine)
 
 PAPER = "Ling et al., Vision Transformer for Contrastive Clustering, arXiv 2206.12925"
 CODE = "official code github.com/JackKoLing/VTCC"
@@ -318,9 +318,9 @@ class VTCC(CCObjective, DeepMethod):
         """Adam (official), or AdamW with no decay on biases, norms, [CLS] and position embeddings
         (DeiT's / timm's grouping)."""
         p = self.params
-        fused = next(model.parameters()).is_cuda or None
         if not p.adamw:
-            return torch.optim.Adam(model.parameters(), lr=p.lr, weight_decay=p.weight_decay, fused=fused)
+            return build_optimizer(model.parameters(), "adam", p.lr, p.weight_decay)
+        fused = next(model.parameters()).is_cuda or None
         decay, no_decay = [], []
         for name, w in model.named_parameters():
             (no_decay if w.ndim <= 1 or name.endswith(("cls_token", "pos_embed")) else decay).append(w)

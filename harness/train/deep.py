@@ -126,9 +126,9 @@ class DeepMethod(Method):
     def configure_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         """Adam with the method's lr and weight decay (fused kernels on the GPU); a method that
         lets its optimiser be chosen mixes in :class:`clusterbench.OptimizerChoice`."""
-        fused = next(model.parameters()).is_cuda
-        return torch.optim.Adam(model.parameters(), lr=self.params.lr, weight_decay=self.params.weight_decay,
-                                fused=fused or None)
+        from clusterbench.train.optim import build_optimizer  # optim builds on this module's DeepParams
+
+        return build_optimizer(model.parameters(), "adam", self.params.lr, self.params.weight_decay)
 
     def lr_factor(self, progress: float) -> float:
         """Learning-rate multiplier at ``progress`` in [0, 1] of the budget (default: constant)."""

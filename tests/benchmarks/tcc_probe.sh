@@ -17,6 +17,10 @@
 # and probe.md covers all of OUT/probe).
 # A dry run on the CPU: TCC_PROBE_DATA="synthetic[n=64,size=16]" TCC_PROBE_BUDGET=steps=2 \
 #   TCC_PROBE_FLAGS="--device cpu" tests/benchmarks/tcc_probe.sh /tmp/probe
+# A CPU proxy (scikit-learn's digits, 40 epochs = 160 steps, ~12 min a cell on 2 cores; the
+# records of 2026-12-07 are in results/checks/2026-12-07-cpu-tcc-digits/):
+#   TCC_PROBE_DATA=digits TCC_PROBE_BUDGET=epochs=40 TCC_PROBE_FLAGS="--device cpu" \
+#   tests/benchmarks/tcc_probe.sh OUT fast combo scale
 set -u
 OUT=$1; shift
 D=${TCC_PROBE_DATA:-"cifar10[path=.data/cifar10_jpeg_imagefolder.tar.gz]"}

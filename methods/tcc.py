@@ -103,11 +103,16 @@ Presets:
 - ``smoke``: tiny, for the contract tests.
 
 Candidate switches for short runs (each off by default, so ``paper`` = ``verdandi`` is the code;
-none is in ``fast`` until ``tests/benchmarks/tcc_probe.sh`` has measured them).  ``fast`` as above,
-measured on CIFAR-10 (train+test, 100 epochs, one H100): head ACC 0.235, k-means on its backbone
-0.339 (CC's fast preset: 0.480 / 0.482); its cluster-level loss stays near its chance value
-log 199 = 5.29 (K = 10: 9 other query rows, 10 key rows, 180 queue rows of other clusters), so
-the cluster track barely learns.  What each switch rests on:
+none is in a preset: a changed preset would change the committed cells' run ids).  ``fast`` as
+above, measured on CIFAR-10 (train+test, 100 epochs, one H100): head ACC 0.235, k-means on its
+backbone 0.339 (CC's fast preset: 0.480 / 0.482); its cluster-level loss stays near its chance
+value log 199 = 5.29 (K = 10: 9 other query rows, 10 key rows, 180 queue rows of other clusters),
+so the cluster track barely learns.  With ``assign_scale=10`` alone, same budget and cost: head
+0.424, k-means 0.455, the curve still rising at epoch 100; the reference grid runs TCC so
+(``results/cifar10-reference.yaml``).  All five switches together (``combo`` of
+``tests/benchmarks/tcc_probe.sh``) take the cluster loss off chance (0.72 against 4.27 at 30
+epochs) but lead the scale alone by only 2 head points there (0.287 vs 0.269), at 13 % less
+throughput (records: ``results/checks/2026-12-07-gpu-tcc/``).  What each switch rests on:
 - ``assign_scale`` (1 in the code, ``model/moco.py:106-111``): the cosines are the logits as they
   stand, and cosines lie in [-1, 1], so q(k|x) = softmax(<f, C>) can never be confident: a
   feature exactly on its centre, of K = 10 simplex centres, gets q = e / (e + 9 e^(-1/9)) = 0.25,

@@ -5,6 +5,7 @@ results/README.md whenever records are added)."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from clusterbench import Budget, EngineSettings
 from clusterbench.cell import Cell
 from clusterbench.cli import main
+from clusterbench.evaluate.linear import LinearProbe
 from clusterbench.plugins import PluginRef, load_registry
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -38,4 +40,7 @@ def test_each_committed_record_is_still_the_cell_its_grid_plans(path):
     engine = {k: v for k, v in rec["engine"].items() if k in ("device", "precision", "compile")}  # shallow: device
     cell = Cell.of(method, ref, dataset, rec["dataset"]["digest"], rec["seed"], Budget(**rec["budget"]),
                    EngineSettings(**engine), rec["protocols_requested"])
+    if rec.get("train_split", "all") != "all":  # a linear cell: pretrained on the split, with its probe
+        probe = {k: tuple(v) if isinstance(v, list) else v for k, v in rec["linear_probe"].items()}
+        cell = replace(cell, train_split=rec["train_split"], probe=LinearProbe(**probe))
     assert cell.run_id == rec["run_id"] == path.parent.name

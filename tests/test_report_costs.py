@@ -42,7 +42,7 @@ def test_equal_time_table_means_over_seeds_and_skips_linear_cells():
     assert t.at[0, "ACC @ 1 GPU-min"] == "0.250 ± 0.071"
     assert t.at[0, "ACC @ 2 GPU-min"] == "0.350 ± 0.071"   # seed 1 by 120 s: its point at 60 s
     assert t.at[0, "ACC @ 2.5 GPU-min"] == "–"    # seed 0 stopped at 2 minutes: not averaged over seed 1 alone
-    assert t.at[0, "ACC at end"] == "0.500 ± 0.141"
+    assert t.at[0, "Curve ACC at end"] == "0.500 ± 0.141"
 
 
 def test_cost_table_keeps_linear_cells_apart_and_counts_gpus():

@@ -105,7 +105,7 @@ def equal_time_table(records: Sequence[dict[str, Any]], method_of: dict[str, str
         for m in minutes:
             row[f"ACC @ {m:g} GPU-min"] = _mean_std([acc_at(r, m * 60) for r in recs])
         finals = [next((p["acc"] for p in reversed(r["curve"]) if p.get("acc") is not None), None) for r in recs]
-        row["ACC at end"] = _mean_std(finals)
+        row["Curve ACC at end"] = _mean_std(finals)
         row["GPU-min trained"] = cost(float(np.mean([r["curve"][-1]["train_seconds"] * _world(r) / 60
                                                      for r in recs])))
         row["Seeds"] = str(len({r["seed"] for r in recs}))
@@ -162,7 +162,8 @@ def extras_for(records: Sequence[dict[str, Any]], method_of: dict[str, str],
         out.append(Extra("Equal GPU time", eq,
                          "Head ACC reached after the same GPU time (training clock × GPUs), from the learning "
                          "curves: the last point evaluated by then; – where some seed had no evaluated point by then or "
-                         "stopped training earlier. "
+                         "stopped training earlier. Curve ACC at end: the curve's last point, the head as trained; the "
+                         "leaderboard's head row can differ where a method re-fits its head after training. "
                          "mean ± std over seeds."))
     ct = cost_table(records, method_of)
     if ct is not None:

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# A grid longer than one device call (10 minutes), on one warm machine: the first call starts
+# `clusterbench run --results RESULTS ARGS...` (RESULTS: $CB_RESULTS, default a copy of results/
+# outside the checkout, which each call re-sends: the committed cells are skipped there too) in its
+# own process session (setsid), which the device keeps running after the call returns, until the
+# machine goes back; every call (the first included) then waits up to SECONDS for it and packs
+# the cells it has finished so far (record.json, labels; no checkpoints, no unfinished cell) into
+# OUT/piece.tgz as runs/<id>/..., with the log's tail.
+# Issue the next call at once: an idle machine goes back after ~30 s, and the run with it.
+# Finished cells are records on disk, so what one call packs is never lost; a run killed with its
+# machine resumes from the grid on the next machine (finished cells are skipped).
+# Usage: tests/benchmarks/gpu_background.sh OUT SECONDS [CLUSTERBENCH-RUN-ARGS...]
+#   first call:  ... $OUT 570 --grid results/cifar10-reference.yaml
+#   later calls: ... $OUT 590            (no ARGS: only wait and pack)
+# A CPU dry run (needs .whl/ as on the device): tests/benchmarks/gpu_background.sh /tmp/o 60 \
+#   --methods kmeans "cc[preset=smoke]" --datasets "synthetic[n=64,size=16]" --seeds 3 --budget steps=2 --device cpu
+set -u
+OUT=$1 WAIT=$2; shift 2
+JOB=/tmp/clusterbench-bg RESULTS=${CB_RESULTS:-/tmp/clusterbench-bg/results}
+if [ $# -gt 0 ] && ! { [ -f $JOB/pid ] && kill -0 "$(cat $JOB/pid)" 2>/dev/null; }; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && python3 -m pip install -q --no-deps --no-build-isolation -e . || exit 1
+  mkdir -p $JOB
+  [ -e "$RESULTS" ] || cp -a results "$RESULTS" || exit 1
+  PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 setsid nohup clusterbench run --results "$RESULTS" --quiet "$@" \
+    > $JOB/log.txt 2>&1 < /dev/null &
+  echo $! > $JOB/pid
+  ! command -v nvidia-smi >/dev/null || nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+fi
+[ -f $JOB/pid ] || { echo "no background run on this machine (a fresh one: start it again with ARGS)"; exit 2; }
+end=$((SECONDS + WAIT))
+while kill -0 "$(cat $JOB/pid)" 2>/dev/null && [ $SECONDS -lt $end ]; do sleep 5; done
+kill -0 "$(cat $JOB/pid)" 2>/dev/null && echo "still running" || echo "finished"
+tail -c 4000 $JOB/log.txt > "$OUT/log.txt"
+python3 - "$OUT/piece.tgz" "$RESULTS" $JOB/pid <<'PY'
+import json, pathlib, sys, tarfile
+out, results, since = sys.argv[1], pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3]).stat().st_mtime
+with tarfile.open(out, "w:gz") as tar:  # the cells this run finished: records written after it started
+    for rec in sorted(results.glob("runs/*/record.json")):
+        status = json.loads(rec.read_text()).get("status")
+        if rec.stat().st_mtime >= since and status in ("done", "failed"):
+            for f in rec.parent.iterdir():
+                if f.is_file() and f.suffix != ".pt" and not f.name.endswith(".lock"):
+                    tar.add(f, arcname=str(f.relative_to(results)))
+            print(status, rec.parent.name)
+PY

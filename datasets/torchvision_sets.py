@@ -232,32 +232,6 @@ class Cifar10(TorchvisionSet):
     class_names = CIFAR10_CLASSES
 
 
-class Cifar100Superclasses(TorchvisionSet):
-    """CIFAR-100 labelled with its 20 superclasses, as every clustering paper evaluates it.
-
-    torchvision reads the fine labels; :data:`FINE_TO_COARSE` (CC's and SCAN's mapping)
-    turns them into the superclasses, named from the files' ``coarse_label_names``.
-    """
-
-    name = "cifar100-20"
-    description = ("CIFAR-100 with its 20 superclasses (Krizhevsky 2009): 60,000 32x32 colour images, train+test, "
-                   "coarse labels as in DAC/CC/SCAN; torchvision layout under --data-root")
-    n_classes = 20
-    tv_name, folder = "CIFAR100", "cifar-100-python"
-    required = ("train", "test", "meta")
-    label_files = ("train", "test")
-    class_names = tuple(str(i) for i in range(20))
-    from_folder = False  # an image folder of CIFAR-100 holds the 100 fine classes, which are not mapped here
-
-    def reader(self) -> Any:
-        base = super().reader()  # the same files, with the meta file's superclass names as `classes`
-        return type("CIFAR100Coarse", (base,), {"meta": {**base.meta, "key": "coarse_label_names"}})
-
-    def arrays(self, tv: Any, where: Path) -> tuple[np.ndarray, np.ndarray]:
-        x = np.asarray(tv.data)
-        return x, FINE_TO_COARSE[_labels(tv.targets, len(x), 100, where)]
-
-
 class Cifar100(TorchvisionSet):
     """CIFAR-100 with its 100 fine classes: the representation-learning benchmark (linear
     evaluation, e.g. CueCo's 68.56%), not the clustering one (``cifar100-20``).  The same
@@ -275,6 +249,29 @@ class Cifar100(TorchvisionSet):
     def arrays(self, tv: Any, where: Path) -> tuple[np.ndarray, np.ndarray]:
         x = np.asarray(tv.data)
         return x, _labels(tv.targets, len(x), 100, where)
+
+
+class Cifar100Superclasses(Cifar100):
+    """CIFAR-100 labelled with its 20 superclasses, as every clustering paper evaluates it.
+
+    torchvision reads the fine labels; :data:`FINE_TO_COARSE` (CC's and SCAN's mapping)
+    turns them into the superclasses, named from the files' ``coarse_label_names``.
+    """
+
+    name = "cifar100-20"
+    description = ("CIFAR-100 with its 20 superclasses (Krizhevsky 2009): 60,000 32x32 colour images, train+test, "
+                   "coarse labels as in DAC/CC/SCAN; torchvision layout under --data-root")
+    n_classes = 20  # the files, folder and label files are CIFAR-100's
+    class_names = tuple(str(i) for i in range(20))
+    from_folder = False  # an image folder of CIFAR-100 holds the 100 fine classes, which are not mapped here
+
+    def reader(self) -> Any:
+        base = super().reader()  # the same files, with the meta file's superclass names as `classes`
+        return type("CIFAR100Coarse", (base,), {"meta": {**base.meta, "key": "coarse_label_names"}})
+
+    def arrays(self, tv: Any, where: Path) -> tuple[np.ndarray, np.ndarray]:
+        x = np.asarray(tv.data)
+        return x, FINE_TO_COARSE[_labels(tv.targets, len(x), 100, where)]
 
 
 class Stl10(TorchvisionSet):

@@ -95,7 +95,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     reg = _registry(args)
-    cls = reg.method(args.name)
+    kind, cls = reg.find(args.name)
+    if kind == "dataset":
+        return _dataset_info(reg, cls)
     print(f"{cls.name}: {cls.description}\npaper: {cls.paper or '-'}\nversion: {cls.version}\n"
           f"protocols: {', '.join(cls.protocols)}\nprovider: {reg.provider('method', cls.name)}\n"
           f"provenance: {cls.provenance}" + (f" ({cls.provenance_note})" if cls.provenance_note else "") + "\n")
@@ -113,6 +115,15 @@ def cmd_info(args: argparse.Namespace) -> int:
                  ", ".join(f"{k}={v}" for k, v in r.data.items()) or "-", r.source)
                 for ds, r in sorted(cls.recipes.items())]
         print(tabulate(rows, headers=["dataset", "parameters", "data", "source"]))
+    return 0
+
+
+def _dataset_info(reg: Any, cls: Any) -> int:
+    """A dataset's description, classes, provider and options (``name[key=value,...]``)."""
+    print(f"{cls.name}: {cls.description}\nclasses: {cls.n_classes or 'known after loading'}\n"
+          f"provider: {reg.provider('dataset', cls.name)}\n")
+    rows = [(f.name, f.default, f.metadata.get("doc", "")) for f in dataclasses.fields(cls.Options)]
+    print(tabulate(rows, headers=["option", "default", "meaning"]) if rows else "options: none")
     return 0
 
 
@@ -322,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="show every method and dataset with its provider")
     ls.add_argument("what", nargs="?", choices=["all", "methods", "datasets"], default="all")
     ls.set_defaults(func=cmd_list)
-    info = sub.add_parser("info", help="a method's parameters, defaults and their sources")
+    info = sub.add_parser("info", help="a method's parameters, defaults and their sources, or a dataset's options")
     info.add_argument("name")
     info.set_defaults(func=cmd_info)
     engine, grid = _engine_flags(), _grid_flags()

@@ -94,6 +94,13 @@ class Registry:
     def dataset(self, name: str) -> type[Dataset]:
         return _lookup("dataset", name, self.datasets)
 
+    def find(self, name: str) -> tuple[str, type[Method] | type[Dataset]]:
+        """("method" | "dataset", its class) by name, a method first; one line naming the closest
+        names of both kinds otherwise."""
+        if name in self.methods:
+            return "method", self.methods[name]
+        return "dataset", _lookup("method or dataset", name, {**self.methods, **self.datasets})
+
     def provider(self, kind: str, name: str) -> str:
         return self.providers.get((kind, name), "?")
 

@@ -398,3 +398,19 @@ def test_plugin_file_option(tmp_path, capsys):
     assert rec["status"] == "done" and rec["method_spec"] == "stripes[k=2]" and rec["params"] == {"k": 2}
     assert rec["method_provider"] == f"local ({path})"
     assert rec["protocols"]["head"]["n_clusters"] == 2
+
+
+def test_info_dataset_shows_its_options(capsys):
+    assert main(["info", "cifar100-20"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("cifar100-20: CIFAR-100 with its 20 superclasses")
+    assert "classes: 20\n" in out
+    options = {ln.split()[0] for ln in out.splitlines()[5:] if ln.strip() and not ln.startswith("-")}
+    assert options >= {"split", "download", "path", "variant"}
+
+
+def test_info_unknown_name_suggests_methods_and_datasets(capsys):
+    assert main(["info", "cifar-10"]) == 2
+    err = capsys.readouterr().err
+    assert error_lines(err) == [next(ln for ln in err.splitlines() if ln.startswith("clusterbench: error:"))]
+    assert "unknown method or dataset 'cifar-10'; did you mean 'cifar10'" in err

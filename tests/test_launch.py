@@ -252,3 +252,24 @@ def test_a_machine_without_a_gpu_plans_the_cells_a_gpu_runs(env, tmp_path, capsy
     assert slurm_cell.run_id == want and spec.values["compile"] is True and spec.values["device"] == "cuda"
     assert main(["run", *grid, "--device", "cuda"]) == 2  # a run still needs the GPU it names
     assert "no CUDA GPU is available" in capsys.readouterr().err
+
+
+def test_status_where_the_data_is_not_readable_takes_the_digest_from_the_records(tmp_path, capsys):
+    import numpy as np
+    rng = np.random.default_rng(0)
+    data = tmp_path / "d.npz"
+    np.savez(data, x=rng.integers(0, 255, (40, 8, 8, 3), dtype=np.uint8), y=np.arange(40) % 4)
+    grid = ["--methods", "kmeans", "--datasets", f"npz[path={data}]", "--results", str(tmp_path / "r")]
+    assert main(["run", *grid, "--seeds", "0", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["status", *grid, "--seeds", "0", "1"]) == 0
+    with_data = capsys.readouterr().out
+    data.rename(tmp_path / "elsewhere.npz")  # a login node without the data
+    assert main(["status", *grid, "--seeds", "0", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert out == with_data and "2 cells: 1 finished, 0 running, 0 failed, 1 pending" in out
+    assert "not readable here" in err and "run ids from the digest its records give" in err
+    # no records to read the digest from: the load's one-line error stands
+    assert main(["status", *grid[:-1], str(tmp_path / "nothing-yet"), "--seeds", "0"]) == 2
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and lines[0].startswith("clusterbench: error: ") and "d.npz" in lines[0], lines

@@ -11,10 +11,12 @@ function the sequential runner uses, so records do not depend on where a cell ra
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from clusterbench.errors import DataError
 from clusterbench.launch.heartbeat import beating
 from clusterbench.launch.spec import GridSpec
 from clusterbench.results.store import ResultsStore
@@ -63,6 +65,7 @@ class PlannedGrid:
         self.settings = dataclasses.replace(self.settings, device=init_from_env(self.settings.device)[1])
         self.store = GridStore(results, spec.source) if results is not None else None
         self._data: dict[int, tuple[Any, str]] = {}
+        self._recorded: dict[int, str] = {}  # dataset index -> digest read from records (see cells)
 
     def dataset(self, index: int, reporter: GridObserver | None = None) -> tuple[Any, str]:
         """The ``index``-th dataset's images and digest; one dataset is held at a time."""
@@ -70,16 +73,37 @@ class PlannedGrid:
             self._data = {index: self.grid.load(index, reporter)}
         return self._data[index]
 
-    def cells(self, reporter: GridObserver | None = None) -> list[PlannedCell]:
-        """Every cell in grid order with its run id (each dataset is loaded for its digest)."""
+    def cells(self, reporter: GridObserver | None = None,
+              recorded_digest: Callable[[Any], str | None] | None = None) -> list[PlannedCell]:
+        """Every cell in grid order with its run id (each dataset is loaded for its digest).
+
+        ``recorded_digest(dataset)``: where the data cannot be read here (``status`` on a login
+        node), the digest its records give, or None; without one the load's error stands.
+        """
         out, seen = [], set()
         for i, key in enumerate(self.grid.keys(self.spec.values["seeds"])):
-            label, cell = self.grid.cell(key, self.dataset(key.dataset, reporter)[1], self.budget, self.settings)
+            digest = self._digest(key.dataset, reporter, recorded_digest)
+            label, cell = self.grid.cell(key, digest, self.budget, self.settings)
             if cell.run_id in seen:  # two spellings of one cell (`cc cc[lr=0.0003]`): run once
                 continue
             seen.add(cell.run_id)
             out.append(PlannedCell(i, key, label, cell.run_id, type(cell.method).name, cell.dataset.name))
         return out
+
+    def _digest(self, index: int, reporter: GridObserver | None,
+                recorded: Callable[[Any], str | None] | None) -> str:
+        if index in self._recorded:
+            return self._recorded[index]
+        try:
+            return self.dataset(index, reporter)[1]
+        except DataError as e:
+            ref, ds = self.grid.datasets[index]
+            if recorded is None or (digest := recorded(ds)) is None:
+                raise
+            print(f"clusterbench: {ref}: not readable here ({e}); run ids from the digest its records give",
+                  file=sys.stderr)
+            self._recorded[index] = digest
+            return digest
 
     def run(self, key: CellKey, *, force: bool = False,
             progress: Callable[[float, str], None] = lambda frac, msg: None) -> CellOutcome:

@@ -4,11 +4,12 @@ flags, and the ``status`` and ``merge`` commands (added by :func:`add_launch_com
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 LAUNCH_DESTS = ("grid", "workers", "gpus", "shard", "launcher")
 
@@ -55,24 +56,26 @@ def scaled(args: argparse.Namespace) -> bool:
     return any(getattr(args, d, None) is not None for d in LAUNCH_DESTS)
 
 
-def grid_spec(args: argparse.Namespace, defaults: dict[str, Any], planning_only: bool = False):
+def grid_spec(args: argparse.Namespace, defaults: dict[str, Any], planning_only: bool = False,
+              recorded_digest: Callable[[Any], str | None] | None = None):
     """The :class:`GridSpec` of ``run``/``status``'s flags (``--grid`` applied), planned and checked.
 
     ``planning_only`` (``status``): ``--device cuda`` plans the cells a GPU would run even where
-    there is none (a login node, a laptop), since a GPU cell's run id differs from a CPU cell's.
+    there is none (a login node, a laptop), since a GPU cell's run id differs from a CPU cell's;
+    ``recorded_digest`` (``status``): see :meth:`PlannedGrid.cells`.
     """
-    from clusterbench.launch.cells import PlannedGrid, plan_cells
+    from clusterbench.launch.cells import PlannedGrid
     from clusterbench.launch.spec import GridSpec, apply_grid_file
 
     source = apply_grid_file(args, defaults) if args.grid else None
     target = _task_device(args, planning_only)  # before the spec: it sets the GPU's --compile default
     spec = GridSpec.from_args(args, source)
     if target is None:
-        planned, cells = plan_cells(spec)
+        planned = PlannedGrid(spec)
     else:  # plan here, on a login node without GPUs, the cells the tasks will run on theirs
         planned = PlannedGrid(replace(spec, values={**spec.values, "device": "cpu"}))
         planned.settings.device = target
-        cells = planned.cells()
+    cells = planned.cells(recorded_digest=recorded_digest)
     spec = replace(spec, values={**spec.values, "device": planned.settings.device})  # "auto" resolved once, here
     if args.shard:
         from clusterbench.launch.shard import parse_shard, shard
@@ -112,13 +115,27 @@ def cmd_status(defaults: dict[str, Any], args: argparse.Namespace) -> int:
     from clusterbench.launch.status import CellState, cell_states, render_states
     from clusterbench.results.store import ResultsStore
 
-    _, _, cells = grid_spec(args, defaults, planning_only=True)
-    if Path(args.results).exists():
-        states = cell_states(ResultsStore(args.results, create=False), cells)
+    store = ResultsStore(args.results, create=False) if Path(args.results).exists() else None
+    _, _, cells = grid_spec(args, defaults, planning_only=True,
+                            recorded_digest=recorded_digests(store) if store is not None else None)
+    if store is not None:
+        states = cell_states(store, cells)
     else:  # nothing has run yet (e.g. right after a submission): every cell is pending
         states = [CellState(c, "pending") for c in cells]
     print(render_states(states))
     return 0
+
+
+def recorded_digests(store: Any) -> Callable[[Any], str | None]:
+    """``digest(dataset)``: the data digest the store's records give for that dataset (its name
+    and data-choosing options), so ``status`` plans run ids where the data is not readable."""
+    seen: dict[str, str] = {}
+    for rec in store.iter_records(strict=False):
+        ds = rec.get("dataset") if isinstance(rec.get("dataset"), dict) else {}
+        if ds.get("digest"):
+            key = json.dumps({"name": ds.get("name"), "options": ds.get("options", {})}, sort_keys=True)
+            seen.setdefault(key, ds["digest"])
+    return lambda dataset: seen.get(json.dumps(dataset.identity(), sort_keys=True))
 
 
 def cmd_merge(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@
     ├── ConfigError (ValueError)    bad user input: names, options, budgets, seeds, paths
     │   └── PluginError             a plugin that breaks the contract (duplicate name, not a class, ...)
     ├── DataError (ValueError)      missing, unreadable or malformed data; the message names the file
+    │   └── DataUnavailable         the dataset's load failed here (a grid's ``status`` can plan without it)
     ├── RecordError (ValueError)    a record on disk that is not valid (old format, hand edit, truncated)
     ├── TrainingDiverged (RuntimeError)   the loss became NaN/inf: the cell is recorded as failed
     ├── GraphUnavailable (RuntimeError)   a training step could not be captured as a CUDA graph
@@ -30,6 +31,11 @@ class PluginError(ConfigError):
 
 class DataError(ClusterbenchError, ValueError):
     """Missing, unreadable or malformed data: reported as one line naming the file."""
+
+
+class DataUnavailable(DataError):
+    """A grid's dataset could not be loaded on this machine (files missing, no data root, unreadable):
+    the load's own message; unlike the checks made after a load, ``status`` can plan without it."""
 
 
 class RecordError(ClusterbenchError, ValueError):

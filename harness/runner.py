@@ -28,7 +28,7 @@ from clusterbench.attempts import AttemptClock
 from clusterbench.budget import Budget
 from clusterbench.cell import Cell
 from clusterbench.context import RunContext
-from clusterbench.errors import ClusterbenchError, DataError, TrainingDiverged
+from clusterbench.errors import ClusterbenchError, ConfigError, DataError, DataUnavailable, TrainingDiverged
 from clusterbench.evaluate.linear import LINEAR_PROTOCOLS, LinearProbe, check_test_split
 from clusterbench.evaluate.metrics import evaluate
 from clusterbench.evaluate.protocols import check_protocols, run_protocols
@@ -359,7 +359,10 @@ class Grid:
     def _load(self, ref: PluginRef, ds: Dataset, reporter: GridObserver) -> tuple[ImageData, str]:
         """The dataset's images and digest, checked against every method's K before its first cell runs."""
         t = time.perf_counter()
-        data = self.registry.load_data(ds)
+        try:
+            data = self.registry.load_data(ds)
+        except (DataError, ConfigError) as e:  # the load itself, not the checks below
+            raise DataUnavailable(str(e)) from e
         extra = f" (+{data.n_unlabelled} unlabelled)" if data.n_unlabelled else ""
         reporter.note(f"loaded {ds.name}: {len(data)} images{extra} {data.x.shape[1:]} , {data.n_classes} classes "
                       f"({time.perf_counter() - t:.1f}s)")

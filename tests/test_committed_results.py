@@ -43,4 +43,5 @@ def test_each_committed_record_is_still_the_cell_its_grid_plans(path):
     if rec.get("train_split", "all") != "all":  # a linear cell: pretrained on the split, with its probe
         probe = {k: tuple(v) if isinstance(v, list) else v for k, v in rec["linear_probe"].items()}
         cell = replace(cell, train_split=rec["train_split"], probe=LinearProbe(**probe))
+        assert cell.probe == LinearProbe(), "the grid plans the default probe: a changed default re-runs it"
     assert cell.run_id == rec["run_id"] == path.parent.name

@@ -269,6 +269,12 @@ def test_status_where_the_data_is_not_readable_takes_the_digest_from_the_records
     out, err = capsys.readouterr()
     assert out == with_data and "2 cells: 1 finished, 0 running, 0 failed, 1 pending" in out
     assert "not readable here" in err and "run ids from the digest its records give" in err
+    # a check made after the load (K above the number of images) is not a missing dataset
+    (tmp_path / "elsewhere.npz").rename(data)
+    bad = ["--methods", "kmeans[n_clusters=50]", *grid[2:]]
+    assert main(["status", *bad, "--seeds", "0"]) == 2
+    assert "fewer than K=50 clusters" in capsys.readouterr().err
+    data.rename(tmp_path / "elsewhere.npz")
     # no records to read the digest from: the load's one-line error stands
     assert main(["status", *grid[:-1], str(tmp_path / "nothing-yet"), "--seeds", "0"]) == 2
     lines = error_lines(capsys.readouterr().err)

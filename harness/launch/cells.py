@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from clusterbench.errors import DataError
+from clusterbench.errors import DataUnavailable
 from clusterbench.launch.heartbeat import beating
 from clusterbench.launch.spec import GridSpec
 from clusterbench.results.store import ResultsStore
@@ -96,7 +96,7 @@ class PlannedGrid:
             return self._recorded[index]
         try:
             return self.dataset(index, reporter)[1]
-        except DataError as e:
+        except DataUnavailable as e:
             ref, ds = self.grid.datasets[index]
             if recorded is None or (digest := recorded(ds)) is None:
                 raise

@@ -128,14 +128,19 @@ def cmd_status(defaults: dict[str, Any], args: argparse.Namespace) -> int:
 
 def recorded_digests(store: Any) -> Callable[[Any], str | None]:
     """``digest(dataset)``: the data digest the store's records give for that dataset (its name
-    and data-choosing options), so ``status`` plans run ids where the data is not readable."""
-    seen: dict[str, str] = {}
+    and data-choosing options), so ``status`` plans run ids where the data is not readable; None
+    where they give none, or several (the files changed, or another data root): no guessing."""
+    seen: dict[str, set[str]] = {}
     for rec in store.iter_records(strict=False):
         ds = rec.get("dataset") if isinstance(rec.get("dataset"), dict) else {}
         if ds.get("digest"):
             key = json.dumps({"name": ds.get("name"), "options": ds.get("options", {})}, sort_keys=True)
-            seen.setdefault(key, ds["digest"])
-    return lambda dataset: seen.get(json.dumps(dataset.identity(), sort_keys=True))
+            seen.setdefault(key, set()).add(ds["digest"])
+
+    def digest(dataset: Any) -> str | None:
+        found = seen.get(json.dumps(dataset.identity(), sort_keys=True), set())
+        return next(iter(found)) if len(found) == 1 else None
+    return digest
 
 
 def cmd_merge(args: argparse.Namespace) -> int:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Install clusterbench on a machine that has torch but no network: faiss from a carried wheel.
+# Install clusterbench on the device machine (torch there, no network): every carried wheel of
+# .whl/ (faiss-cpu, submitit, cloudpickle) into /tmp/site, as the device README says, and this
+# checkout as an editable package.  Callers then `export PYTHONPATH=/tmp/site`.
 # Run from the repository root: tests/benchmarks/device_setup.sh
 set -eu
-python3 -m pip install -q --no-deps --no-index .whl/faiss_cpu-*.whl 2>&1 | grep -v "WARNING: Running pip" || true
-python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | grep -v "WARNING: Running pip" || true
-python3 -c "import torch, faiss, clusterbench; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else '')"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+python3 -m pip install -q --no-deps --no-build-isolation -e .

@@ -24,8 +24,7 @@ alive() { [ -f $JOB/pid ] && kill -0 "$(cat $JOB/pid)" 2>/dev/null \
 if [ $# -gt 0 ] && alive; then
   echo "a background run is going (its args: $(cat $JOB/args)); these args are ignored" >&2
 elif [ $# -gt 0 ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    && python3 -m pip install -q --no-deps --no-build-isolation -e . || exit 1
+  bash tests/benchmarks/device_setup.sh || exit 1
   mkdir -p $JOB
   [ -e "$RESULTS" ] || cp -a results "$RESULTS" || exit 1
   [ -f $JOB/since ] || touch $JOB/since  # the first start: what any later start finishes is packed too

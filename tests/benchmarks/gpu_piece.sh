@@ -4,9 +4,8 @@
 # Usage: tests/benchmarks/gpu_piece.sh OUT LIMIT CLUSTERBENCH-RUN-ARGS...
 set -u
 OUT=$1 LIMIT=$2; shift 2
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-  && export PYTHONPATH=/tmp/site || exit 1
-python3 -m pip install -q --no-deps --no-build-isolation -e . || exit 1
+bash tests/benchmarks/device_setup.sh || exit 1
+export PYTHONPATH=/tmp/site
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 mkdir -p R
 PYTHONUNBUFFERED=1 timeout "$LIMIT" clusterbench run --results R --quiet "$@" 2>&1 | tee "$OUT/log.txt"

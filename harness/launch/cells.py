@@ -1,6 +1,7 @@
 """A grid's cells as plain data, and running them by key in any process.
 
-:func:`plan_cells` is what the launching process does once: plan the grid from its
+:meth:`PlannedGrid.cells` is what the launching process does once (through
+:func:`clusterbench.launch.cli.grid_spec`): plan the grid from its
 :class:`~clusterbench.launch.spec.GridSpec` (every check), load each dataset for its digest,
 and list every cell with its run id.  A worker (a pool process, a submitit task) re-plans the
 same grid from the same spec into a :class:`PlannedGrid` and runs cells by their
@@ -113,9 +114,3 @@ class PlannedGrid:
         _, cell = self.grid.cell(key, digest, self.budget, self.settings)
         return run_cell(self.registry, cell, data, self.store, force=force,
                         progress=beating(self.store.run_dir(cell.run_id), progress))
-
-
-def plan_cells(spec: GridSpec, reporter: GridObserver | None = None) -> tuple[PlannedGrid, list[PlannedCell]]:
-    """The launching process's plan: every check, every cell and run id; nothing is written."""
-    planned = PlannedGrid(spec)
-    return planned, planned.cells(reporter)

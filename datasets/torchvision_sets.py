@@ -118,6 +118,18 @@ class TorchvisionSet(SplitDataset):
         variant: str = param("", "how the files differ from the originals (e.g. 'JPEG re-encode'), shown in "
                              "captions; default: from a known archive or data digest")
 
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        """``path`` only where an image folder can hold the benchmark (``from_folder``)."""
+        return tuple(n for n in super().option_names() if cls.from_folder or n != "path")
+
+    @classmethod
+    def resolve_options(cls, given: Any) -> Any:
+        if "path" in given and not cls.from_folder:
+            raise ConfigError(f"dataset {cls.name!r} cannot be read from an image folder (path=); "
+                              f"use torchvision's files under --data-root, or imagefolder[path=...]")
+        return super().resolve_options(given)
+
     def tv_root(self) -> Path:
         """The root torchvision is given: ``--data-root``, or its parent when it is the dataset folder itself."""
         if self.root is None:
@@ -199,9 +211,6 @@ class TorchvisionSet(SplitDataset):
 
     def load_folder(self) -> ImageData:
         """The benchmark from ``path=``: its class folders checked, labelled in its own order."""
-        if not self.from_folder:
-            raise ConfigError(f"dataset {self.name!r} cannot be read from an image folder (path=); "
-                              f"use torchvision's files under --data-root, or imagefolder[path=...]")
         path = self.opt_path("path", f"{self.name}.tar.gz")
         if not path.exists():
             raise self.missing(path, "image folder", "pass a directory or .tar.gz of train/<class>/ and "

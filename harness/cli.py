@@ -122,7 +122,8 @@ def _dataset_info(reg: Any, cls: Any) -> int:
     """A dataset's description, classes, provider and options (``name[key=value,...]``)."""
     print(f"{cls.name}: {cls.description}\nclasses: {cls.n_classes or 'known after loading'}\n"
           f"provider: {reg.provider('dataset', cls.name)}\n")
-    rows = [(f.name, f.default, f.metadata.get("doc", "")) for f in dataclasses.fields(cls.Options)]
+    rows = [(f.name, f.default, f.metadata.get("doc", "")) for f in dataclasses.fields(cls.Options)
+            if f.name in cls.option_names()]
     print(tabulate(rows, headers=["option", "default", "meaning"]) if rows else "options: none")
     return 0
 

@@ -74,7 +74,8 @@ def test_wrong_classes_and_unsupported_benchmarks_are_one_line_errors(tmp_path, 
                                         r"unexpected: lorry; missing: truck$"):
         Cifar10(path=str(tree)).load()
     with pytest.raises(ConfigError, match="cannot be read from an image folder"):
-        Cifar100Superclasses(path=str(tree)).load()
+        Cifar100Superclasses(path=str(tree))
+    assert "path" not in Cifar100Superclasses.option_names() and "path" in Cifar10.option_names()
     grey = make_tree(tmp_path / "m", [str(i) for i in range(10)], per_split=(1, 1), mode="L")
     mn = Mnist(path=str(grey)).load()
     assert mn.name == "mnist" and mn.x.shape == (20, 8, 8, 1) and np.array_equal(mn.x[:, 0, 0, 0] // 20, mn.y)

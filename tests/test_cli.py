@@ -406,7 +406,9 @@ def test_info_dataset_shows_its_options(capsys):
     assert out.startswith("cifar100-20: CIFAR-100 with its 20 superclasses")
     assert "classes: 20\n" in out
     options = {ln.split()[0] for ln in out.splitlines()[5:] if ln.strip() and not ln.startswith("-")}
-    assert options >= {"split", "download", "path", "variant"}
+    assert options == {"split", "download", "variant"}  # no path=: an image folder holds fine classes
+    assert main(["info", "cifar10"]) == 0
+    assert "\npath " in capsys.readouterr().out
 
 
 def test_info_unknown_name_suggests_methods_and_datasets(capsys):

@@ -113,7 +113,8 @@ so the cluster track barely learns.  With ``assign_scale=10`` alone, same budget
 is not at chance but near the floor that ``tau_cluster`` = 1 allows (4.19, see ``tau_cluster``
 below): saturated, so it gives little gradient.  All five switches together (``combo`` of
 ``tests/benchmarks/tcc_probe.sh``) open that room (0.72 at 30 epochs) but lead the scale
-alone by only 2 head points there (0.287 vs 0.269), at 13 % less throughput (records: ``results/checks/2026-12-07-gpu-tcc/``).  What each switch rests on:
+alone by only 2 head points there (0.287 vs 0.269), at 13 % less throughput (records:
+``results/checks/2026-12-07-gpu-tcc/``).  What each switch rests on:
 - ``assign_scale`` (1 in the code, ``model/moco.py:106-111``): the cosines are the logits as they
   stand, and cosines lie in [-1, 1], so q(k|x) = softmax(<f, C>) can never be confident: a
   feature exactly on its centre, of K = 10 simplex centres, gets q = e / (e + 9 e^(-1/9)) = 0.25,

@@ -449,3 +449,21 @@ def test_an_unknown_formulation_is_a_config_error():
 
     with pytest.raises(ConfigError, match="formulation"):
         _verdandi(formulation="other")
+
+
+def test_fixed_centres_stay_the_simplex_in_both_encoders():
+    """``train_centres=false`` (the TF code as it runs): no gradient reaches C, the twin's C is the same."""
+    torch.manual_seed(0)
+    m = _verdandi(momentum=0.5, train_centres=False)
+    net = m.build_model(3, 8, 3)
+    start = net.online.centres.detach().clone()
+    assert torch.allclose(start, simplex_centres(3, 8)) and not net.online.centres.requires_grad
+    opt = torch.optim.Adam([p for p in net.online.parameters() if p.requires_grad], lr=0.1)
+    x1, x2 = torch.rand(4, 3, 8, 8), torch.rand(4, 3, 8, 8)
+    fc_before = net.online.fc.weight.detach().clone()
+    terms = m.training_loss(net, x1, x2)
+    terms["loss"].backward()
+    opt.step()
+    m.after_step(net, 0.0, {k: v.detach() for k, v in terms.items()})
+    assert net.online.centres.grad is None and not torch.equal(net.online.fc.weight, fc_before)
+    assert torch.equal(net.online.centres, start) and torch.equal(net.momentum.centres, start)

@@ -11,6 +11,8 @@
 #   mlp       + projector=mlp            MoCo v2's 2-layer head
 #   splits    + bn_splits=8              shuffle-BN in 8 groups (MoCo's CIFAR-10 demo)
 #   combo     all four + tau_cluster=0.2 the proposed fast
+#   fixed     scale + train_centres=false   the centres kept at the simplex, as the TF code runs
+#   combofixed  combo + train_centres=false (not in the default list)
 # An H100 trains a cell in ~80 s (TCC fast: 22.7k img/s; shuffle-BN's split BatchNorm costs more), plus
 # compile and evaluation: six cells may not fit one 10-minute device call; run them in two
 # (`... OUT fast scale fraction`, then `... OUT mlp splits combo`: a done cell is not trained again,
@@ -32,6 +34,8 @@ declare -A CELLS=(
   [mlp]="tcc[preset=fast,projector=mlp]"
   [splits]="tcc[preset=fast,bn_splits=8]"
   [combo]="tcc[preset=fast,assign_scale=10,gumbel_noise_fraction=0.25,projector=mlp,bn_splits=8,tau_cluster=0.2]"
+  [fixed]="tcc[preset=fast,assign_scale=10,train_centres=false]"
+  [combofixed]="tcc[preset=fast,assign_scale=10,gumbel_noise_fraction=0.25,projector=mlp,bn_splits=8,tau_cluster=0.2,train_centres=false]"
 )
 NAMES=("$@")
 [ ${#NAMES[@]} -gt 0 ] || NAMES=(fast scale fraction mlp splits combo)

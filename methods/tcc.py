@@ -23,7 +23,8 @@ Formulation ``verdandi`` (the default; read item by item in that code):
   -1/(K-1), ``util/mmc.py:4-20``, ``model/moco.py:20-23``), flagged trainable
   (``util/config.py:21``).  (As written, the TF code normalises the variable once in
   ``__init__``, so in eager mode its gradient never reaches it and the centres stay fixed;
-  ``train_centres`` chooses; the default follows the flag's stated intent.);
+  ``train_centres`` chooses; the default follows the flag's stated intent, and on a CPU proxy
+  fixed centres did not help: ``results/checks/2026-12-07-cpu-tcc-digits/``.);
 - assignments (``model/moco.py:106-111``, ``layer/gumbel.py:6-15``): a = Gumbel-softmax of the
   cosine scores <f, C_k>, tau_g = 0.3 (``util/config.py:12``), soft; the Gumbel noise is on for
   the first 100,000 steps (``util/config.py:19``, ``model/moco.py:110``) and off after.  (The

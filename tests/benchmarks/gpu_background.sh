@@ -5,7 +5,9 @@
 # own process session (setsid), which the device keeps running after the call returns, until the
 # machine goes back; every call (the first included) then waits up to SECONDS for it and packs
 # the cells it has finished so far (record.json and labels.npy of each, done, partial or failed;
-# no checkpoints, no unfinished cell) into OUT/piece.tgz as runs/<id>/..., with the log's tail.
+# no checkpoints, no unfinished cell) into OUT/piece.tgz as runs/<id>/..., with the log's tail,
+# and torch.compile's cache into OUT/compile-cache.tgz (device_setup.sh: copy it to .cache/ here
+# and carry .cache, so the next machine compiles from a warm cache).
 # Exit 0 while the run goes on or after it succeeded; else non-zero (its exit code is printed).
 # ARGS while a run is going are refused with a line (one background run per machine).
 # Issue the next call at once: an idle machine goes back after ~30 s, and the run with it.
@@ -18,18 +20,18 @@
 #   --methods kmeans "cc[preset=smoke]" --datasets "synthetic[n=64,size=16]" --seeds 3 --budget steps=2 --device cpu
 set -u
 OUT=$1 WAIT=$2; shift 2
+source tests/benchmarks/device_setup.sh || exit 1  # the one device install and environment (once a machine)
 JOB=/tmp/clusterbench-bg RESULTS=${CB_RESULTS:-/tmp/clusterbench-bg/results}
 alive() { [ -f $JOB/pid ] && kill -0 "$(cat $JOB/pid)" 2>/dev/null \
   && ! grep -q '^[0-9]* ([^)]*) Z' "/proc/$(cat $JOB/pid)/stat" 2>/dev/null; }  # a zombie is not running
 if [ $# -gt 0 ] && alive; then
   echo "a background run is going (its args: $(cat $JOB/args)); these args are ignored" >&2
 elif [ $# -gt 0 ]; then
-  bash tests/benchmarks/device_setup.sh || exit 1
   mkdir -p $JOB
   [ -e "$RESULTS" ] || cp -a results "$RESULTS" || exit 1
   [ -f $JOB/since ] || touch $JOB/since  # the first start: what any later start finishes is packed too
   rm -f $JOB/rc; printf '%q ' "$@" > $JOB/args
-  PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 RC=$JOB/rc setsid nohup bash -c \
+  PYTHONUNBUFFERED=1 RC=$JOB/rc setsid nohup bash -c \
     'clusterbench run --results "$0" --quiet "$@"; echo $? > "$RC"' "$RESULTS" "$@" > $JOB/log.txt 2>&1 < /dev/null &
   echo $! > $JOB/pid
   ! command -v nvidia-smi >/dev/null || nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
@@ -51,4 +53,5 @@ with tarfile.open(out, "w:gz") as tar:  # the cells finished since the first sta
                     tar.add(f, arcname=str(f.relative_to(results)))
             print("packed", rec.parent.name)
 PY
+pack_compile_cache "$OUT"
 [ "$state" = 0 ]

@@ -8,7 +8,7 @@ set -u
 OUT=${1:-results/bench}; shift || true
 METHODS=${*:-cc tcc vtcc cueco}
 mkdir -p "$OUT"
-bash tests/benchmarks/device_setup.sh || exit 1; export PYTHONPATH=/tmp/site  # the one device install
+source tests/benchmarks/device_setup.sh || exit 1  # the one device install and environment
 D="imagefolder[path=.data/cifar10_jpeg_imagefolder.tar.gz]"
 LOG="$OUT/bench.log"
 export PYTHONFAULTHANDLER=1 PYTHONUNBUFFERED=1

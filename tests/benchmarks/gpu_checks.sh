@@ -8,7 +8,7 @@
 #   tcc-cc    issue 13: TCC and CC fast presets on CIFAR-10, 100 epochs, head and kmeans (TCC >= CC?)
 set -u
 OUT=$1; shift
-bash tests/benchmarks/device_setup.sh || exit 1; export PYTHONPATH=/tmp/site  # the one device install
+source tests/benchmarks/device_setup.sh || exit 1  # the one device install and environment
 D="cifar10[path=.data/cifar10_jpeg_imagefolder.tar.gz]"
 S="synthetic[n=4096,size=32]"
 summary() {  # run id, status, reason, setup/train seconds, metrics of every record under $1

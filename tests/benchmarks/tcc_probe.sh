@@ -11,7 +11,7 @@
 #   mlp       + projector=mlp            MoCo v2's 2-layer head
 #   splits    + bn_splits=8              shuffle-BN in 8 groups (MoCo's CIFAR-10 demo)
 #   combo     all four + tau_cluster=0.2 the proposed fast
-#   fixed     scale + train_centres=false   the centres kept at the simplex, as the TF code runs
+#   fixed     scale + train_centres=false   the centres kept at the simplex, as the TF code runs (not in the default list)
 #   combofixed  combo + train_centres=false (not in the default list)
 # An H100 trains a cell in ~80 s (TCC fast: 22.7k img/s; shuffle-BN's split BatchNorm costs more), plus
 # compile and evaluation: six cells may not fit one 10-minute device call; run them in two

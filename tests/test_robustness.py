@@ -55,7 +55,7 @@ _log("loaded", -1)
 
 class Sleepy(Method):
     name = "sleepy"
-    description = "test: sleeps in fit; hangs on seed $CB_TEST_HANG_SEED; waits for $CB_TEST_BARRIER processes"
+    description = "test: sleeps in fit; hangs on seed $CB_TEST_HANG_SEED; waits until $CB_TEST_BARRIER processes are in fit"
 
     @dataclass(frozen=True)
     class Params:
@@ -65,9 +65,11 @@ class Sleepy(Method):
         _log("start", ctx.seed)
         barrier = int(os.environ.get("CB_TEST_BARRIER", "0"))
         deadline = time.time() + 60
-        while barrier and time.time() < deadline:  # every process has started: the runs overlap
+        # Wait until `barrier` processes are each inside a cell, so the runs overlap for sure.  Waiting
+        # only for them to load the plugin was a flake: under load one finished every cell first.
+        while barrier and time.time() < deadline:
             with open(os.environ["CB_TEST_LOG"]) as f:
-                if sum(ln.startswith("loaded") for ln in f) >= barrier:
+                if len({ln.split()[2] for ln in f if ln.startswith("start")}) >= barrier:
                     break
             time.sleep(0.02)
         if os.environ.get("CB_TEST_HANG_SEED") == str(ctx.seed):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import glob
 import os
 import sys
 import warnings
@@ -228,9 +229,12 @@ def _report_outputs(args: argparse.Namespace) -> list[tuple[str, Path | None]]:
 def _write_figures(fig_dir: Path, figures: Sequence[Any]) -> None:
     for ds in figures:
         for fig in ds.figures:
-            _write(fig_dir / f"{fig.key}.png", fig.png)
+            for stale in fig_dir.glob(f"{glob.escape(fig.key)}.*"):  # the same figure in another format
+                if stale.suffix != f".{fig.ext}":
+                    stale.unlink()
+            _write(fig_dir / f"{fig.key}.{fig.ext}", fig.image)
     if any(ds.figures for ds in figures):
-        print(f"wrote {fig_dir}/ ({sum(len(ds.figures) for ds in figures)} PNG figures)", file=sys.stderr)
+        print(f"wrote {fig_dir}/ ({sum(len(ds.figures) for ds in figures)} figures)", file=sys.stderr)
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -313,7 +317,7 @@ def _add_report(sub: Any) -> None:
     rep.add_argument("--html", dest="format", action="store_const", const="html", help="same as --format html")
     rep.add_argument("--output", "-o", help="write to this file instead of stdout")
     rep.add_argument("--output-dir", metavar="DIR", help="write every format at once: DIR/LEADERBOARD.md, "
-                     "leaderboard.tex, leaderboard.csv, report.html and DIR/figures/*.png")
+                     "leaderboard.tex, leaderboard.csv, report.html and DIR/figures/ (PNG; sample grids JPEG)")
     rep.add_argument("--paper", action="store_true", help="show the numbers the papers report under the measured rows")
     rep.add_argument("--data-root", help="where dataset files are: the html report reloads each dataset for its "
                      "confusion matrices and sample grids (skipped, with a note, if it cannot)")

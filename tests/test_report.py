@@ -230,25 +230,42 @@ def test_output_dir_writes_every_format(store, output_dir, capsys):
         assert rc == 0 and out == (output_dir / name).read_text() + "\n", name
 
 
+def test_output_dir_replaces_a_figure_kept_in_another_format(store, tmp_path):
+    _, plugin, results = store
+    figs = tmp_path / "site" / "figures"
+    figs.mkdir(parents=True)
+    (figs / "synthetic-samples-curvy.png").write_bytes(b"an older report's PNG")  # before grids were JPEG
+    (figs / "notes.txt").write_text("not a figure: kept")
+    assert main(["--plugin", str(plugin), "report", "--results", str(results), "--figure-methods", "1",
+                 "--output-dir", str(tmp_path / "site")]) == 0
+    assert (figs / "synthetic-samples-curvy.jpg").read_bytes().startswith(b"\xff\xd8")
+    assert not (figs / "synthetic-samples-curvy.png").exists() and (figs / "notes.txt").exists()
+
+
 def test_html_report_is_one_self_contained_file(output_dir):
     html = (output_dir / "report.html").read_text()
     assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
     assert not re.findall(r'(?:src|href)="(?!data:)', html)  # nothing fetched from elsewhere
-    figures = dict(re.findall(r'<figure id="([^"]+)"><img alt="[^"]*" src="data:image/png;base64,([^"]+)"', html))
+    found = re.findall(r'<figure id="([^"]+)"><img alt="[^"]*" src="data:image/(png|jpeg);base64,([^"]+)"', html)
+    figures = {key: b64 for key, _, b64 in found}
+    assert {key for key, mime, _ in found if mime == "jpeg"} == {k for k in figures if "-samples-" in k}
     expected = {"synthetic-curves-epochs", "synthetic-curves-seconds", "synthetic-throughput",
                 "synthetic-confusion-curvy", "synthetic-samples-curvy",  # the two best methods (--figure-methods 2)
                 "synthetic-confusion-curvy_speed_500_quality_0.6_", "synthetic-samples-curvy_speed_500_quality_0.6_"}
     assert set(figures) == expected
-    for key, b64 in figures.items():
-        png = base64.b64decode(b64)
-        w, h = png_size(png)
-        assert 300 < w < 2000 and 200 < h < 2000, (key, w, h)
-        assert (output_dir / "figures" / f"{key}.png").read_bytes() == png  # the same figure, as a file
-    # the figures show something: not a blank canvas
     from PIL import Image
 
-    for key in ("synthetic-confusion-curvy", "synthetic-samples-curvy", "synthetic-curves-epochs"):
-        img = np.asarray(Image.open(output_dir / "figures" / f"{key}.png").convert("L"), dtype=float)
+    for key, b64 in figures.items():
+        data = base64.b64decode(b64)
+        ext = "jpg" if "-samples-" in key else "png"  # photos as JPEG: a quarter of the PNG's size
+        w, h = png_size(data) if ext == "png" else Image.open(io.BytesIO(data)).size
+        assert 300 < w < 2000 and 200 < h < 2000, (key, w, h)
+        assert (output_dir / "figures" / f"{key}.{ext}").read_bytes() == data  # the same figure, as a file
+    assert sorted(p.name for p in (output_dir / "figures").iterdir()) == sorted(
+        f"{k}.{'jpg' if '-samples-' in k else 'png'}" for k in figures)
+    # the figures show something: not a blank canvas
+    for key in ("synthetic-confusion-curvy.png", "synthetic-samples-curvy.jpg", "synthetic-curves-epochs.png"):
+        img = np.asarray(Image.open(output_dir / "figures" / key).convert("L"), dtype=float)
         assert img.std() > 20, key
     # the table: bold best, the paper's row marked, the failed runs listed
     assert html.count("<b>") >= 3 and '<tr class="reported"><td class="t">curvy (reported)</td>' in html

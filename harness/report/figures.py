@@ -26,12 +26,21 @@ Throughput = tuple[str, float | None, float | None, float | None, float | None] 
 
 @dataclass
 class FigureOut:
-    """One rendered figure: a file-safe key, a title, a caption and the PNG bytes."""
+    """One rendered figure: a file-safe key, a title, a caption and the image's bytes (PNG or JPEG)."""
 
     key: str
     title: str
     caption: str
-    png: bytes
+    image: bytes
+
+    @property
+    def ext(self) -> str:
+        """The file suffix its bytes call for: ``jpg`` for JPEG (sample grids), else ``png``."""
+        return "jpg" if self.image.startswith(b"\xff\xd8") else "png"
+
+    @property
+    def mime(self) -> str:
+        return "image/jpeg" if self.ext == "jpg" else "image/png"
 
 
 @dataclass

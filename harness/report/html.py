@@ -76,8 +76,8 @@ def _figures(f: DatasetFigures) -> list[str]:
     e = _html.escape
     out = []
     for fig in f.figures:
-        b64 = base64.b64encode(fig.png).decode()
-        out.append(f'<figure id="{e(fig.key)}"><img alt="{e(fig.title)}" src="data:image/png;base64,{b64}">'
+        b64 = base64.b64encode(fig.image).decode()
+        out.append(f'<figure id="{e(fig.key)}"><img alt="{e(fig.title)}" src="data:{fig.mime};base64,{b64}">'
                    f"<figcaption><b>{e(fig.title)}.</b> {e(fig.caption)}</figcaption></figure>")
     if f.notes:
         out.append('<ul class="notes">' + "".join(f"<li>{e(n)}</li>" for n in f.notes) + "</ul>")

@@ -238,6 +238,18 @@ def test_write_leaves_no_temp_files(store):
     assert np.load(store.run_dir(rid) / "labels.npy").tolist() == [0, 1, 1]
 
 
+@pytest.mark.parametrize("labels, dtype", [([0, 9, 3], np.int8), ([-1, 0, 127], np.int8), ([0, 128], np.int16),
+                                           ([0, 40_000], np.int32), ([], np.int32)])
+def test_labels_are_stored_in_the_narrowest_integer_type_and_read_back_as_int32(store, labels, dtype):
+    rid = "m--d--s0--aaaaaaaaaaaa"
+    rec = done_record(rid)
+    store.write_record(rid, rec, labels=np.array(labels, dtype=np.int64))
+    on_disk = np.load(store.run_dir(rid) / "labels.npy")
+    assert on_disk.dtype == dtype and on_disk.tolist() == labels
+    back = store.load_labels(rec, len(labels))
+    assert back.dtype == np.int32 and back.tolist() == labels
+
+
 def test_nan_metrics_are_stored_as_null(store):
     rid = "m--d--s0--aaaaaaaaaaaa"
     rec = done_record(rid)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import glob
 import os
 import sys
 import warnings
@@ -229,9 +228,8 @@ def _report_outputs(args: argparse.Namespace) -> list[tuple[str, Path | None]]:
 def _write_figures(fig_dir: Path, figures: Sequence[Any]) -> None:
     for ds in figures:
         for fig in ds.figures:
-            for stale in fig_dir.glob(f"{glob.escape(fig.key)}.*"):  # the same figure in another format
-                if stale.suffix != f".{fig.ext}":
-                    stale.unlink()
+            for ext in {"png", "jpg"} - {fig.ext}:  # the same figure in the format an older report wrote
+                (fig_dir / f"{fig.key}.{ext}").unlink(missing_ok=True)
             _write(fig_dir / f"{fig.key}.{fig.ext}", fig.image)
     if any(ds.figures for ds in figures):
         print(f"wrote {fig_dir}/ ({sum(len(ds.figures) for ds in figures)} figures)", file=sys.stderr)

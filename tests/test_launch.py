@@ -8,10 +8,12 @@ must give the same records: same run ids, statuses, metrics and labels.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import error_lines, records_in, subprocess_env
 
@@ -150,6 +152,33 @@ def test_shards_split_the_grid_and_merge_joins_them(env, sequential, tmp_path, c
         f"clusterbench: error: run {rec_path.parent.name} differs between {tmp_path / 's2'} and {tmp_path / 's3'} "
         "(other metrics or labels); merge refused, nothing written"]
     assert not (tmp_path / "bad").exists()
+
+
+def test_merge_compares_label_values_not_bytes(env, tmp_path, capsys):
+    """A record written before labels were stored narrow (int32) and the same run written now (int8)
+    are one result; other label values are not."""
+    run(env, "--methods", "kmeans", "--datasets", "synthetic[n=64,size=16]", "--seeds", "0",
+        "--results", str(tmp_path / "new"))
+    (run_dir,) = (tmp_path / "new" / "runs").iterdir()
+    assert np.load(run_dir / "labels.npy").dtype == np.int8
+
+    def copy_with(name, labels):
+        old = tmp_path / name / "runs" / run_dir.name
+        old.mkdir(parents=True)
+        (tmp_path / name / ".clusterbench-results").write_text((tmp_path / "new" / ".clusterbench-results").read_text())
+        np.save(old / "labels.npy", labels.astype(np.int32))
+        rec = json.loads((run_dir / "record.json").read_text())
+        rec["labels"]["sha256"] = hashlib.sha256((old / "labels.npy").read_bytes()).hexdigest()
+        (old / "record.json").write_text(json.dumps(rec))
+
+    labels = np.load(run_dir / "labels.npy")
+    copy_with("old", labels)
+    assert main(["merge", str(tmp_path / "old"), str(tmp_path / "new"), "-o", str(tmp_path / "all")]) == 0
+    assert [r[:4] for r in results_of(tmp_path / "all")] == [r[:4] for r in results_of(tmp_path / "new")]  # the first copy
+    copy_with("other", (labels + 1) % 3)
+    capsys.readouterr()
+    assert main(["merge", str(tmp_path / "other"), str(tmp_path / "new"), "-o", str(tmp_path / "bad")]) == 2
+    assert "differs between" in capsys.readouterr().err and not (tmp_path / "bad").exists()
 
 
 def test_status_shows_each_cell_and_run_fills_in_what_is_missing(env, tmp_path, capsys):

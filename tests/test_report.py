@@ -236,10 +236,12 @@ def test_output_dir_replaces_a_figure_kept_in_another_format(store, tmp_path):
     figs.mkdir(parents=True)
     (figs / "synthetic-samples-curvy.png").write_bytes(b"an older report's PNG")  # before grids were JPEG
     (figs / "notes.txt").write_text("not a figure: kept")
+    (figs / "synthetic-samples-curvy.pdf").write_text("a user's export of it: kept")
     assert main(["--plugin", str(plugin), "report", "--results", str(results), "--figure-methods", "1",
                  "--output-dir", str(tmp_path / "site")]) == 0
     assert (figs / "synthetic-samples-curvy.jpg").read_bytes().startswith(b"\xff\xd8")
-    assert not (figs / "synthetic-samples-curvy.png").exists() and (figs / "notes.txt").exists()
+    assert not (figs / "synthetic-samples-curvy.png").exists()
+    assert (figs / "notes.txt").exists() and (figs / "synthetic-samples-curvy.pdf").exists()
 
 
 def test_html_report_is_one_self_contained_file(output_dir):

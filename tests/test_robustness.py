@@ -51,6 +51,7 @@ def _log(event, seed):
 
 
 _log("loaded", -1)
+_BARRIER_DEADLINE = time.time() + 30  # a barrier whose other process died lets go by then
 
 
 class Sleepy(Method):
@@ -64,13 +65,13 @@ class Sleepy(Method):
     def fit(self, data, ctx):
         _log("start", ctx.seed)
         barrier = int(os.environ.get("CB_TEST_BARRIER", "0"))
-        deadline = time.time() + 60
         # Wait until `barrier` processes are each inside a cell, so the runs overlap for sure.  Waiting
         # only for them to load the plugin was a flake: under load one finished every cell first.
-        while barrier and time.time() < deadline:
+        while barrier and time.time() < _BARRIER_DEADLINE:  # one deadline per process, not per cell
             with open(os.environ["CB_TEST_LOG"]) as f:
-                if len({ln.split()[2] for ln in f if ln.startswith("start")}) >= barrier:
-                    break
+                pids = {parts[2] for parts in map(str.split, f) if len(parts) == 3 and parts[0] == "start"}
+            if len(pids) >= barrier:
+                break
             time.sleep(0.02)
         if os.environ.get("CB_TEST_HANG_SEED") == str(ctx.seed):
             time.sleep(600)

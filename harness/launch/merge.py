@@ -12,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 from clusterbench.errors import ConfigError
 from clusterbench.launch.heartbeat import HEARTBEAT
 from clusterbench.results.io import atomic_write_bytes, canonical_json, is_temp_file
@@ -20,10 +22,17 @@ from clusterbench.results.store import ResultsStore
 SKIP = (".lock", HEARTBEAT)
 
 
-def _result(rec: dict[str, Any]) -> str:
-    """What two copies of one run must agree on."""
-    return canonical_json({"status": rec["status"], "protocols": rec.get("protocols"),
-                           "labels": (rec.get("labels") or {}).get("sha256")})
+def _same_result(store_a: ResultsStore, a: dict[str, Any], store_b: ResultsStore, b: dict[str, Any]) -> bool:
+    """What two copies of one run must agree on: status, metrics and the labels' values (not their
+    bytes: the store writes the narrowest integer type now, int32 before)."""
+    if canonical_json([a["status"], a.get("protocols")]) != canonical_json([b["status"], b.get("protocols")]):
+        return False
+    sha_a, sha_b = ((r.get("labels") or {}).get("sha256") for r in (a, b))
+    if sha_a == sha_b:
+        return True
+    if sha_a is None or sha_b is None:
+        return False
+    return np.array_equal(store_a.load_labels(a), store_b.load_labels(b))
 
 
 def _usable(store: ResultsStore, rec: dict[str, Any]) -> bool:
@@ -44,7 +53,7 @@ def merge_results(sources: Sequence[str | Path], output: str | Path) -> str:
                 continue
             if rid not in chosen or (chosen[rid][1]["status"] == "failed" and rec["status"] == "done"):
                 chosen[rid] = (store, rec)
-            elif rec["status"] == chosen[rid][1]["status"] and _result(rec) != _result(chosen[rid][1]):
+            elif rec["status"] == chosen[rid][1]["status"] and not _same_result(*chosen[rid], store, rec):
                 raise ConfigError(f"run {rid} differs between {chosen[rid][0].root} and {store.root} "
                                   "(other metrics or labels); merge refused, nothing written")
     target = ResultsStore(out_dir)

@@ -1,4 +1,4 @@
-"""The HTML report: one self-contained page (tables, figures as base64 PNG, notes, failed runs).
+"""The HTML report: one self-contained page (tables, figures as base64 PNG or JPEG, notes, failed runs).
 
 Nothing is fetched from elsewhere, so the file can be mailed or archived as it is.
 """

@@ -43,25 +43,21 @@ def _figure(width: float, height: float):
 
 
 def to_png(fig) -> bytes:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    return buf.getvalue()
+    return _save(fig, "png", metadata={"Software": None})
 
 
 def to_jpeg(fig, quality: int = 90) -> bytes:
     """For figures of photos: a third of the PNG's size, which the committed reports carry.  No chroma
     subsampling (4:4:4), so the 2-px red/green frames that carry a sample grid's meaning stay sharp."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from PIL import Image
+    return _save(fig, "jpeg", pil_kwargs={"quality": quality, "optimize": True, "subsampling": 0})
 
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
+
+def _save(fig, fmt: str, **kwargs: Any) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3]).save(buf, format="JPEG", quality=quality,
-                                                                     optimize=True, subsampling=0)
+    fig.savefig(buf, format=fmt, **kwargs)
     return buf.getvalue()
 
 

@@ -23,10 +23,10 @@ Formulation ``verdandi`` (the default; read item by item in that code):
   -1/(K-1), ``util/mmc.py:4-20``, ``model/moco.py:20-23``), flagged trainable
   (``util/config.py:21``).  (As written, the TF code normalises the variable once in
   ``__init__``, so in eager mode its gradient never reaches it and the centres stay fixed;
-  ``train_centres`` chooses; the default follows the flag's stated intent, and on a CPU proxy
-  fixed centres did not help (``results/checks/2026-12-07-cpu-tcc-digits/``), but on CIFAR-10
-  (one H100, 30 epochs, with ``assign_scale=10``) they lead trained ones by 4.7 head points
-  (0.316 vs 0.269; ``results/checks/2026-12-07-gpu-tcc/``): the next 100-epoch candidate.);
+  ``train_centres`` chooses; the default follows the flag's stated intent.  On a CPU proxy
+  fixed centres did not help (``results/checks/2026-12-07-cpu-tcc-digits/``); on CIFAR-10
+  (one H100, ``assign_scale=10``) they led trained ones by 4.7 head points at 30 epochs but
+  trailed by 3.2 at 100 (0.392 vs 0.424; ``results/checks/2026-12-07-gpu-tcc/``).);
 - assignments (``model/moco.py:106-111``, ``layer/gumbel.py:6-15``): a = Gumbel-softmax of the
   cosine scores <f, C_k>, tau_g = 0.3 (``util/config.py:12``), soft; the Gumbel noise is on for
   the first 100,000 steps (``util/config.py:19``, ``model/moco.py:110``) and off after.  (The

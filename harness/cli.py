@@ -226,9 +226,11 @@ def _report_outputs(args: argparse.Namespace) -> list[tuple[str, Path | None]]:
 
 
 def _write_figures(fig_dir: Path, figures: Sequence[Any]) -> None:
+    from clusterbench.report.figures import IMAGE_TYPES
+
     for ds in figures:
         for fig in ds.figures:
-            for ext in {"png", "jpg"} - {fig.ext}:  # the same figure in the format an older report wrote
+            for ext in IMAGE_TYPES.keys() - {fig.ext}:  # the same figure in the format an older report wrote
                 (fig_dir / f"{fig.key}.{ext}").unlink(missing_ok=True)
             _write(fig_dir / f"{fig.key}.{fig.ext}", fig.image)
     if any(ds.figures for ds in figures):

@@ -24,6 +24,10 @@ Labels = Callable[[dict[str, Any], int | None], np.ndarray]  # (record, n) -> ve
 Throughput = tuple[str, float | None, float | None, float | None, float | None]  # label, train ± std, eval ± std
 
 
+#: the formats a figure is written in: file suffix -> MIME type
+IMAGE_TYPES = {"png": "image/png", "jpg": "image/jpeg"}
+
+
 @dataclass
 class FigureOut:
     """One rendered figure: a file-safe key, a title, a caption and the image's bytes (PNG or JPEG)."""
@@ -40,7 +44,7 @@ class FigureOut:
 
     @property
     def mime(self) -> str:
-        return "image/jpeg" if self.ext == "jpg" else "image/png"
+        return IMAGE_TYPES[self.ext]
 
 
 @dataclass
